@@ -1,0 +1,13 @@
+"""Shared code of the image-captioning seminar.
+
+Importing this package configures Theano (see ``theano_setup``) and applies
+the Lasagne backport (see ``lasagne_compat``), in that order, so it must be
+imported before ``theano`` and ``lasagne``.
+"""
+from .theano_setup import configure_theano
+
+configure_theano()
+
+from . import lasagne_compat  # noqa: E402  (needs the flags above)
+
+lasagne_compat.apply()

@@ -1,0 +1,59 @@
+"""The ``caption`` command: one entry point, one module per subcommand.
+
+Each subcommand module defines ``register(subparsers)``, which adds its parser
+and sets ``func`` (called with the parsed args, returns an exit code).
+Modules are imported only when listed here, so `caption --help` stays fast
+for subcommands that do not need Theano.
+"""
+import argparse
+import importlib
+import sys
+
+# subcommand name -> module that implements it
+SUBCOMMANDS = {
+    "extract": "captioning.extract",
+    "data": "captioning.data_cli",
+    "train": "captioning.train",
+    "describe": "captioning.describe",
+    "evaluate": "captioning.evaluate",
+}
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="caption",
+        description="Image captioning with the seminar's Theano/Lasagne model.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue  # not written yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except UsageError as error:
+        print("caption %s: error: %s" % (args.command, error), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
