@@ -4,6 +4,7 @@ Theano reads ``THEANO_FLAGS`` when it is imported, so this module must run
 first: ``import captioning`` does that for notebooks, tests and scripts.
 A user's own ``THEANO_FLAGS`` entries always win over these defaults.
 """
+import logging
 import os
 import sys
 import warnings
@@ -49,6 +50,9 @@ def configure_theano():
                       "Import captioning first.", stacklevel=3)
         return
     os.environ["THEANO_FLAGS"] = merge_flags(os.environ.get("THEANO_FLAGS"))
+    # With blas.ldflags empty Theano warns on every import that it calls BLAS
+    # through numpy's C-API; that is expected here, so keep it out of outputs.
+    logging.getLogger("theano.tensor.blas").setLevel(logging.ERROR)
     if sys.version_info >= (3, 11):
         # Theano's compiled scan loop includes `longintrepr.h`, gone in 3.11.
         # A None entry makes its import fail at once, so Scan uses its
