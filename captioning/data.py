@@ -1,0 +1,649 @@
+"""The seminar's data formats: load, validate, save, split, tokenise.
+
+A data directory (``data/`` by default) holds, for N images:
+
+``image_codes.npy``
+    N x 1000 float32, one CNN code per image (the seminar's format).
+``caption_tokens.pcl`` *or* ``caption_tokens.json``
+    A list of N lists of captions; each caption is one string of
+    space-separated lowercase words (no ``#START#``/``#END#``). The original
+    bundle ships the Python 2 pickle, which is read through a restricted
+    unpickler (:mod:`captioning.safe_pickle`); new data is written as JSON.
+``image_names.txt``
+    N lines, the image file name (or id) of each row.
+``split.json``
+    ``{"seed": ..., "split": [N x "train"|"val"|"test"], ...}``: the split
+    by image (never by caption).
+``dataset.json``
+    Where the data came from (``source``: ``coco-seminar``, ``flickr8k`` or
+    ``synthetic``), the CNN, counts. Written last, so an interrupted write
+    never leaves a directory that looks complete.
+
+The original bundle (``image_codes.npy`` + ``caption_tokens.pcl`` only) also
+loads: names become ``coco_000000``... and the split is the seeded one of
+:func:`seminar_split` (``caption data seminar`` records both in files).
+
+Use :func:`load_dataset` for a given directory and :func:`find_data` to pick
+the best available source.
+"""
+import contextlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .safe_pickle import UnsafePickleError, fix_py2_text, safe_load
+
+__all__ = [
+    "DataError", "Dataset", "load_dataset", "save_dataset", "validate",
+    "tokenize", "make_split", "seminar_split", "find_data", "encode_images",
+    "resolve_data_dir", "default_flickr8k_dir", "atomic_write", "has_dataset",
+    "SOURCES", "COMMANDS", "finish_seminar", "save_split",
+]
+
+CODES_FILE = "image_codes.npy"
+CAPTIONS_PCL = "caption_tokens.pcl"
+CAPTIONS_JSON = "caption_tokens.json"
+NAMES_FILE = "image_names.txt"
+SPLIT_FILE = "split.json"
+META_FILE = "dataset.json"
+
+CODE_SIZE = 1000
+SPLITS = ("train", "val", "test")
+SOURCES = ("coco-seminar", "flickr8k", "synthetic")
+# the command that makes each source's files
+COMMANDS = {"coco-seminar": "caption data seminar",
+            "flickr8k": "caption data flickr8k",
+            "synthetic": "caption data synthetic"}
+MAKE_HINT = ("run `caption data seminar` (the seminar's COCO bundle, 500 MB "
+             "download), `caption data flickr8k` (needs the Flickr8k images) "
+             "or `caption data synthetic` (offline, generated)")
+
+# The seminar's COCO bundle has no split: hold out this many val images.
+SEMINAR_VAL_IMAGES = 5000
+SEMINAR_SPLIT_SEED = 0
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FLICKR8K_ENV = "CAPTION_FLICKR8K_DIR"
+
+
+class DataError(ValueError):
+    """Data missing or inconsistent; the message says what to do next."""
+
+
+@dataclass
+class Dataset:
+    """Image codes and captions in the seminar's formats.
+
+    Attributes
+    ----------
+    codes : np.ndarray
+        N x 1000 float32 image codes.
+    captions : list of list of str
+        For each image, its captions: space-separated lowercase words.
+    names : list of str
+        Image file name or id of each row.
+    split : np.ndarray
+        N strings, ``'train'``, ``'val'`` or ``'test'``.
+    source : str
+        ``'coco-seminar'``, ``'flickr8k'`` or ``'synthetic'``.
+    meta : dict
+        Everything else recorded in ``dataset.json``.
+    """
+    codes: np.ndarray
+    captions: list
+    names: list
+    split: np.ndarray
+    source: str
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self):
+        return len(self.names)
+
+    def subset(self, which):
+        """Return the rows of split ``which`` (``'train'``, ``'val'``, ...)."""
+        idx = np.flatnonzero(self.split == which)
+        return Dataset(self.codes[idx], [self.captions[i] for i in idx],
+                       [self.names[i] for i in idx], self.split[idx],
+                       self.source, dict(self.meta))
+
+
+# ------------------------------------------------------------------ tokens
+
+_CLITIC = re.compile(r"\s+(n't|'s|'re|'ve|'ll|'d|'m)\b")
+_JOINERS = re.compile(r"['\u2019`-]")     # deleted inside words: tri-colored
+_OTHER = re.compile(r"[^\w\s]|_")          # any other punctuation: a space
+
+
+def tokenize(text):
+    """Normalise one caption the way the seminar's COCO captions are.
+
+    Lowercase; punctuation removed (apostrophes and hyphens are deleted so
+    words stay joined, all other punctuation separates words); words
+    separated by single spaces. Flickr8k's detached clitics (``horse 's``)
+    are first re-attached, as a COCO writer would have written them.
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    str
+        Possibly empty if ``text`` had no word characters.
+
+    Examples
+    --------
+    >>> tokenize("A black dog and a tri-colored dog , playing .")
+    'a black dog and a tricolored dog playing'
+    >>> tokenize("A girl holding a horse 's lead.")
+    'a girl holding a horses lead'
+    """
+    text = _CLITIC.sub(r"\1", text.lower())
+    text = _OTHER.sub(" ", _JOINERS.sub("", text))
+    return " ".join(text.split())
+
+
+# ------------------------------------------------------------------ splits
+
+def make_split(n, seed=0, n_val=0, n_test=0):
+    """Assign N images to train/val/test, deterministically from ``seed``.
+
+    Parameters
+    ----------
+    n : int
+        Number of images (the split is by image, never by caption).
+    seed : int
+    n_val, n_test : int or float
+        Count of val/test images, or a fraction of ``n`` when below 1.
+
+    Returns
+    -------
+    np.ndarray
+        ``n`` strings ``'train'``, ``'val'`` or ``'test'``.
+    """
+    def count(k):
+        k = int(round(k * n)) if 0 < k < 1 else int(k)
+        return k
+
+    n_val, n_test = count(n_val), count(n_test)
+    if n_val + n_test > n:
+        raise DataError("cannot hold out %d val + %d test images from %d"
+                        % (n_val, n_test, n))
+    order = np.random.RandomState(seed).permutation(n)
+    split = np.full(n, "train", dtype="<U5")
+    split[order[:n_val]] = "val"
+    split[order[n_val:n_val + n_test]] = "test"
+    return split
+
+
+def seminar_split(n):
+    """The seeded split of the COCO bundle: 5000 val images, rest train."""
+    return make_split(n, seed=SEMINAR_SPLIT_SEED,
+                      n_val=min(SEMINAR_VAL_IMAGES, n // 5))
+
+
+# ------------------------------------------------------------------ checks
+
+def _examples(items, k=3):
+    items = list(items)
+    shown = ", ".join(str(x) for x in items[:k])
+    return shown + (", ..." if len(items) > k else "")
+
+
+def validate(codes, captions, names, split):
+    """Check that the four parts describe the same images, consistently.
+
+    Raises
+    ------
+    DataError
+        Listing every problem found with counts and a few examples:
+        count mismatches, non-finite codes, images without captions,
+        empty or non-string captions, duplicate names, unknown split labels.
+    """
+    problems = []
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[1] != CODE_SIZE:
+        problems.append("image codes have shape %s, expected (N, %d)"
+                        % (codes.shape, CODE_SIZE))
+    counts = {"image codes": len(codes), "caption lists": len(captions),
+              "names": len(names), "split labels": len(split)}
+    if len(set(counts.values())) > 1:
+        problems.append("counts differ: " + ", ".join(
+            "%d %s" % (v, k) for k, v in counts.items()))
+    if codes.ndim == 2 and codes.size:
+        bad = np.flatnonzero(~np.isfinite(codes).all(axis=1))
+        if len(bad):
+            problems.append("%d images have NaN/inf codes (rows %s)"
+                            % (len(bad), _examples(bad)))
+    no_caps, empty, not_str = [], [], []
+    for i, caps in enumerate(captions):
+        if not isinstance(caps, (list, tuple)) or not caps:
+            no_caps.append(i)
+            continue
+        for j, c in enumerate(caps):
+            if not isinstance(c, str):
+                not_str.append("%d/%d (%s)" % (i, j, type(c).__name__))
+            elif not c.strip():
+                empty.append("%d/%d" % (i, j))
+    if no_caps:
+        problems.append("%d images have no captions (rows %s)"
+                        % (len(no_caps), _examples(no_caps)))
+    if empty:
+        problems.append("%d captions are empty (image/caption %s)"
+                        % (len(empty), _examples(empty)))
+    if not_str:
+        problems.append("%d captions are not text (image/caption %s)"
+                        % (len(not_str), _examples(not_str)))
+    seen, dups = set(), []
+    for name in names:
+        (dups.append(name) if name in seen else seen.add(name))
+    if dups:
+        problems.append("%d duplicate image names (%s)"
+                        % (len(dups), _examples(dups)))
+    labels = set(np.asarray(split).tolist()) - set(SPLITS)
+    if labels:
+        problems.append("unknown split labels %s (allowed: %s)"
+                        % (sorted(labels), ", ".join(SPLITS)))
+    if problems:
+        raise DataError("invalid data: " + "; ".join(problems))
+
+
+# ------------------------------------------------------------------ paths
+
+def resolve_data_dir(data_dir="data"):
+    """A relative ``data_dir`` is looked up in the working directory, then
+    in the repository root (so notebooks in ``notebooks/`` find ``data/``)."""
+    path = Path(data_dir)
+    if path.is_absolute() or path.exists():
+        return path
+    candidate = REPO_ROOT / path
+    return candidate if candidate.exists() else path
+
+
+def default_flickr8k_dir():
+    """``$CAPTION_FLICKR8K_DIR``, else ``../shared/flickr8k`` beside the repo."""
+    env = os.environ.get(FLICKR8K_ENV)
+    if env:
+        return Path(env)
+    return (REPO_ROOT / ".." / "shared" / "flickr8k").resolve()
+
+
+def has_dataset(data_dir):
+    """Return the source of the dataset in ``data_dir``, or None."""
+    d = Path(data_dir)
+    if not (d / CODES_FILE).exists():
+        return None
+    if (d / META_FILE).exists():
+        try:
+            return json.loads((d / META_FILE).read_text("utf-8"))["source"]
+        except (ValueError, KeyError):
+            return None
+    if (d / CAPTIONS_PCL).exists():
+        return "coco-seminar"
+    return None
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Write to a temporary file beside ``path``, then ``os.replace`` it.
+
+    An interrupted write leaves at most a ``.tmp`` file, never a
+    half-written ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".",
+                               suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else
+                                    {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+# ------------------------------------------------------------------ load
+
+def _missing(path, what):
+    return DataError("%s not found (%s). To make it, %s." % (path, what,
+                                                            MAKE_HINT))
+
+
+def _load_captions_json(path):
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError("%s is not UTF-8 (byte %d); rerun the command that "
+                        "made it" % (path, error.start)) from None
+    return json.loads(text)
+
+
+def _load_captions_pcl(path):
+    try:
+        obj = safe_load(path)
+    except UnsafePickleError as error:
+        raise DataError("%s: %s" % (path, error)) from None
+    bad_bytes = []
+    out = []
+    for i, caps in enumerate(obj if isinstance(obj, (list, tuple)) else []):
+        row = []
+        for j, c in enumerate(caps if isinstance(caps, (list, tuple)) else []):
+            if isinstance(c, bytes):
+                try:
+                    c = c.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad_bytes.append("%d/%d" % (i, j))
+            elif isinstance(c, str):
+                c = fix_py2_text(c)
+            row.append(c)
+        out.append(row if isinstance(caps, (list, tuple)) else caps)
+    if not isinstance(obj, (list, tuple)):
+        raise DataError("%s holds a %s, expected a list of caption lists"
+                        % (path, type(obj).__name__))
+    if bad_bytes:
+        raise DataError("%s: %d captions are not UTF-8 (image/caption %s)"
+                        % (path, len(bad_bytes), _examples(bad_bytes)))
+    return out
+
+
+def _normalise(captions):
+    """Tokenise every caption; non-strings are left for :func:`validate`."""
+    return [[tokenize(c) if isinstance(c, str) else c for c in caps]
+            if isinstance(caps, (list, tuple)) else caps for caps in captions]
+
+
+def load_dataset(data_dir="data"):
+    """Load a data directory in the seminar's formats (see module docs).
+
+    Parameters
+    ----------
+    data_dir : str or Path
+        Relative paths are tried in the working directory, then the repo.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DataError
+        If files are missing (naming the command that makes them),
+        incomplete or inconsistent (with counts and examples).
+    """
+    d = resolve_data_dir(data_dir)
+    codes_path = d / CODES_FILE
+    if not codes_path.exists():
+        raise _missing(codes_path, "the image codes")
+    meta = {}
+    if (d / META_FILE).exists():
+        meta = json.loads((d / META_FILE).read_text("utf-8"))
+    elif (d / CAPTIONS_JSON).exists():
+        raise DataError("%s has %s but no %s: an interrupted write; rerun "
+                        "the `caption data ...` command that made it"
+                        % (d, CAPTIONS_JSON, META_FILE))
+    source = meta.get("source", "coco-seminar")
+    if source not in SOURCES:
+        raise DataError("%s: unknown source %r" % (d / META_FILE, source))
+
+    captions_path = d / meta.get("captions_file", CAPTIONS_PCL)
+    if not captions_path.exists():
+        raise _missing(captions_path, "the captions")
+    if captions_path.suffix == ".json":
+        captions = _load_captions_json(captions_path)
+    else:
+        captions = _load_captions_pcl(captions_path)
+    captions = _normalise(captions)
+
+    codes = np.load(codes_path, allow_pickle=False)
+    if codes.dtype != np.float32:
+        codes = codes.astype(np.float32)
+    n = len(codes)
+
+    if (d / NAMES_FILE).exists():
+        names = (d / NAMES_FILE).read_text("utf-8").splitlines()
+    elif source == "coco-seminar":
+        names = ["coco_%06d" % i for i in range(n)]
+    else:
+        raise _missing(d / NAMES_FILE, "the image names")
+
+    if (d / SPLIT_FILE).exists():
+        split = np.array(json.loads((d / SPLIT_FILE).read_text("utf-8"))
+                         ["split"], dtype="<U5")
+    elif source == "coco-seminar":
+        split = seminar_split(n)
+    else:
+        raise _missing(d / SPLIT_FILE, "the train/val split")
+
+    validate(codes, captions, names, split)
+    meta.setdefault("source", source)
+    return Dataset(codes, captions, names, split, source, meta)
+
+
+# ------------------------------------------------------------------ save
+
+def save_dataset(dataset, out_dir, split_info=None, overwrite_source=False):
+    """Write ``dataset`` to ``out_dir`` in the safe formats, atomically.
+
+    Captions go to ``caption_tokens.json``, codes to ``image_codes.npy``
+    (``allow_pickle=False``), names to ``image_names.txt``, the split to
+    ``split.json`` and ``dataset.json`` last.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    out_dir : str or Path
+    split_info : dict, optional
+        Extra fields for ``split.json`` (e.g. the seed).
+    overwrite_source : bool
+        Allow replacing a dataset of another source in ``out_dir``.
+
+    Raises
+    ------
+    DataError
+        If the data is invalid, or ``out_dir`` holds another source's data
+        and ``overwrite_source`` is false (nothing is written then).
+    """
+    out = Path(out_dir)
+    validate(dataset.codes, dataset.captions, dataset.names, dataset.split)
+    existing = has_dataset(out)
+    if existing and existing != dataset.source and not overwrite_source:
+        raise DataError(
+            "%s already holds %s data; writing %s would replace it. Use "
+            "another --out directory, or --force to replace it"
+            % (out, existing, dataset.source))
+    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        (out / META_FILE).unlink()   # directory incomplete until rewritten
+    with atomic_write(out / CODES_FILE) as f:
+        np.save(f, np.asarray(dataset.codes, dtype=np.float32),
+                allow_pickle=False)
+    with atomic_write(out / CAPTIONS_JSON, "w") as f:
+        json.dump([list(c) for c in dataset.captions], f, ensure_ascii=False)
+    with atomic_write(out / NAMES_FILE, "w") as f:
+        f.write("".join(name + "\n" for name in dataset.names))
+    save_split(out, dataset.split, split_info)
+    meta = dict(dataset.meta)
+    meta.update(source=dataset.source, captions_file=CAPTIONS_JSON,
+                n_images=len(dataset.names),
+                n_captions=sum(len(c) for c in dataset.captions))
+    with atomic_write(out / META_FILE, "w") as f:
+        json.dump(meta, f, indent=1, ensure_ascii=False)
+    if existing == "coco-seminar" and (out / CAPTIONS_PCL).exists():
+        # the bundle's codes were replaced; its pickle no longer matches
+        os.replace(out / CAPTIONS_PCL, out / (CAPTIONS_PCL + ".replaced"))
+    return out
+
+
+def save_split(out_dir, split, info=None):
+    """Write ``split.json``: the labels plus counts and ``info``."""
+    split = np.asarray(split)
+    record = dict(info or {})
+    record["counts"] = {s: int((split == s).sum()) for s in SPLITS}
+    record["split"] = split.tolist()
+    with atomic_write(Path(out_dir) / SPLIT_FILE, "w") as f:
+        json.dump(record, f)
+
+
+def finish_seminar(out_dir):
+    """Record names, split and source beside an extracted COCO bundle.
+
+    The original ``image_codes.npy`` and ``caption_tokens.pcl`` are left
+    as they are (the seminar notebook reads them directly); this adds
+    ``image_names.txt``, ``split.json`` (seeded, 5000 val images) and
+    ``dataset.json``, after checking the bundle.
+
+    Returns
+    -------
+    Dataset
+    """
+    out = Path(out_dir)
+    for name in (CODES_FILE, CAPTIONS_PCL):
+        if not (out / name).exists():
+            raise DataError("%s has no %s after extraction: the archive is "
+                            "not the seminar's bundle; delete %s/data.tar.gz "
+                            "and rerun `caption data seminar`"
+                            % (out, name, out))
+    with contextlib.suppress(FileNotFoundError):
+        (out / META_FILE).unlink()
+    for name in (NAMES_FILE, SPLIT_FILE):   # regenerate, don't trust
+        with contextlib.suppress(FileNotFoundError):
+            (out / name).unlink()
+    dataset = load_dataset(out)
+    with atomic_write(out / NAMES_FILE, "w") as f:
+        f.write("".join(name + "\n" for name in dataset.names))
+    save_split(out, dataset.split, {
+        "seed": SEMINAR_SPLIT_SEED,
+        "method": "seeded random split by image, %d val images"
+                  % int((dataset.split == "val").sum())})
+    meta = {"source": "coco-seminar", "captions_file": CAPTIONS_PCL,
+            "cnn": "googlenet (BVLC, the seminar's codes)",
+            "n_images": len(dataset),
+            "n_captions": sum(len(c) for c in dataset.captions),
+            "names": "row numbers; the bundle has no image ids"}
+    with atomic_write(out / META_FILE, "w") as f:
+        json.dump(meta, f, indent=1)
+    dataset.meta = meta
+    return dataset
+
+
+# ------------------------------------------------------------------ encode
+
+def encode_images(image_paths, cnn="efficientnet_lite0", batch_size=32,
+                  progress=True, skip_unreadable=False):
+    """Image codes through ``captioning.extract.extract_codes``.
+
+    Parameters
+    ----------
+    image_paths : list of Path
+    cnn, batch_size, progress
+        Passed on to ``extract_codes``.
+    skip_unreadable : bool
+        Drop images the CNN could not read (reported) instead of failing.
+
+    Returns
+    -------
+    codes : np.ndarray
+        float32, one row per kept image.
+    kept : list of int
+        Indices into ``image_paths`` of the rows of ``codes``.
+    failures : list of (str, str)
+        Path and reason of each unreadable image.
+    """
+    import importlib
+    try:
+        extract = importlib.import_module("captioning.extract")
+    except ImportError as error:
+        raise DataError("image codes need captioning.extract (%s); it is "
+                        "part of the project, check your checkout" % error)
+    paths = [str(p) for p in image_paths]
+    codes, failures = extract.extract_codes(paths, cnn=cnn,
+                                            batch_size=batch_size,
+                                            progress=progress)
+    codes = np.asarray(codes, dtype=np.float32)
+    failed = {}
+    for item in failures or []:
+        if isinstance(item, (tuple, list)):
+            failed[str(item[0])] = str(item[1]) if len(item) > 1 else "?"
+        elif isinstance(item, int):
+            failed[paths[item]] = "?"
+        else:
+            failed[str(item)] = "?"
+    kept = [i for i, p in enumerate(paths) if p not in failed]
+    if len(codes) == len(paths):
+        codes = codes[kept]        # rows for failed images are placeholders
+    elif len(codes) != len(kept):
+        raise DataError("extract_codes returned %d codes for %d images "
+                        "(%d failures)" % (len(codes), len(paths),
+                                           len(failed)))
+    failures = sorted(failed.items())
+    if failures and not skip_unreadable:
+        raise DataError(
+            "%d of %d images could not be encoded (%s); fix or remove them, "
+            "or pass --skip-unreadable to leave them out"
+            % (len(failures), len(paths),
+               _examples("%s: %s" % f for f in failures)))
+    return codes, kept, failures
+
+
+# ------------------------------------------------------------------ choose
+
+def find_data(preferred=None, data_dir="data", flickr8k_dir=None,
+              build=True, progress=True):
+    """Load the best available data, making it first if needed.
+
+    Order when ``preferred`` is None:
+
+    1. whatever ``data_dir`` already holds (the original seminar bundle, or
+       data made earlier by ``caption data ...``);
+    2. Flickr8k from ``flickr8k_dir`` (default ``$CAPTION_FLICKR8K_DIR``, else
+       ``../shared/flickr8k`` beside the repository), encoded into
+       ``data_dir``;
+    3. the generated picture world (``caption data synthetic``), offline.
+
+    Parameters
+    ----------
+    preferred : {'coco-seminar', 'flickr8k', 'synthetic'}, optional
+        Insist on this source. ``'coco-seminar'`` is never downloaded here
+        (500 MB): run ``caption data seminar``.
+    data_dir : str or Path
+    flickr8k_dir : str or Path, optional
+    build : bool
+        If false, only load; raise DataError when nothing is ready.
+    progress : bool
+
+    Returns
+    -------
+    Dataset
+    """
+    if preferred is not None and preferred not in SOURCES:
+        raise DataError("unknown source %r; choose one of %s"
+                        % (preferred, ", ".join(SOURCES)))
+    d = resolve_data_dir(data_dir)
+    held = has_dataset(d)
+    if held and (preferred is None or held == preferred):
+        return load_dataset(d)
+    if held:
+        raise DataError("%s holds %s data, not %s; run `%s --out OTHER_DIR` "
+                        "and load that" % (d, held, preferred,
+                                           COMMANDS[preferred]))
+    if preferred == "coco-seminar" or not build:
+        want = COMMANDS.get(preferred, "caption data ...")
+        raise DataError("no data in %s; run `%s`" % (d, want))
+    flickr = Path(flickr8k_dir) if flickr8k_dir else default_flickr8k_dir()
+    if preferred in (None, "flickr8k"):
+        from . import flickr8k
+        if preferred == "flickr8k" or flickr8k.is_flickr8k_dir(flickr):
+            return flickr8k.build_flickr8k(flickr, d, progress=progress)
+    from . import synthetic
+    return synthetic.build_synthetic(d, progress=progress)
