@@ -43,6 +43,7 @@ __all__ = [
     "tokenize", "make_split", "seminar_split", "find_data", "encode_images",
     "resolve_data_dir", "default_flickr8k_dir", "atomic_write", "has_dataset",
     "SOURCES", "COMMANDS", "finish_seminar", "save_split",
+    "check_target",
 ]
 
 CODES_FILE = "image_codes.npy"
@@ -432,6 +433,23 @@ def load_dataset(data_dir="data"):
 
 # ------------------------------------------------------------------ save
 
+def check_target(out_dir, source, force=False):
+    """Refuse to overwrite another source's data unless ``force``.
+
+    Returns
+    -------
+    str or None
+        The source currently in ``out_dir``.
+    """
+    existing = has_dataset(out_dir)
+    if existing and existing != source and not force:
+        raise DataError(
+            "%s already holds %s data; writing %s would replace it. Use "
+            "another --out directory, or --force to replace it"
+            % (out_dir, existing, source))
+    return existing
+
+
 def save_dataset(dataset, out_dir, split_info=None, overwrite_source=False):
     """Write ``dataset`` to ``out_dir`` in the safe formats, atomically.
 
@@ -456,12 +474,7 @@ def save_dataset(dataset, out_dir, split_info=None, overwrite_source=False):
     """
     out = Path(out_dir)
     validate(dataset.codes, dataset.captions, dataset.names, dataset.split)
-    existing = has_dataset(out)
-    if existing and existing != dataset.source and not overwrite_source:
-        raise DataError(
-            "%s already holds %s data; writing %s would replace it. Use "
-            "another --out directory, or --force to replace it"
-            % (out, existing, dataset.source))
+    existing = check_target(out, dataset.source, overwrite_source)
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         (out / META_FILE).unlink()   # directory incomplete until rewritten

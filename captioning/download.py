@@ -56,9 +56,10 @@ def _open(url, start, timeout):
                                                 error.reason)) from None
     except (urllib.error.URLError, socket.timeout, ConnectionError) as error:
         reason = getattr(error, "reason", error)
-        raise OfflineError("offline? cannot reach %s (%s)"
-                           % (urllib.request.urlparse(url).netloc,
-                              reason)) from None
+        raise OfflineError(
+            "offline: cannot reach %s (%s); rerun when online (a partial "
+            "download resumes), or use `caption data synthetic`"
+            % (urllib.request.urlparse(url).netloc, reason)) from None
 
 
 def _content_range(response, start):

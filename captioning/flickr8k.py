@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import (DataError, Dataset, _examples, encode_images, make_split,
-                   save_dataset, tokenize)
+from .data import (DataError, Dataset, _examples, check_target, encode_images,
+                   make_split, save_dataset, tokenize)
 
 __all__ = ["read_tokens", "read_split_lists", "collect", "build_flickr8k",
            "is_flickr8k_dir"]
@@ -192,6 +192,7 @@ def build_flickr8k(folder, out_dir="data", cnn="efficientnet_lite0",
     Dataset
         As saved (``source='flickr8k'``).
     """
+    check_target(out_dir, "flickr8k", force)
     names, paths, captions, split, report = collect(folder,
                                                     allow_missing_images)
     codes, kept, failures = encode_images(paths, cnn, batch_size, progress,
