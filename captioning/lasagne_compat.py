@@ -42,13 +42,207 @@ def apply():
     import lasagne  # noqa: F401  (imports now succeed)
     # Each fix below checks the installed Lasagne and does nothing if it
     # already has the feature.
-    # [LSTM section: calls]
+    _fix_lstm()  # [LSTM section: calls]
     # [Conv/pool section: calls]
     _backport_conv2d()
     _applied = True
 
 
 # ---------------------------------------------------------------- LSTM section
+
+
+def _fix_lstm():
+    """Bring ``LSTMLayer`` up to Lasagne master's documented behaviour.
+
+    Lasagne 0.1's LSTMLayer (a) rejects a Layer as `hid_init`/`cell_init`,
+    (b) adds the output-gate peephole *after* the sigmoid, (c) clips
+    gradients to zero for ``grad_clipping=0`` and (d) lacks
+    `only_return_final`. The class is patched in place rather than
+    subclassed: its ``__init__`` calls ``super(LSTMLayer, self)`` through
+    the module-level name, so rebinding that name to a subclass would
+    recurse forever, while patching keeps ``lasagne.layers.LSTMLayer``,
+    ``lasagne.layers.recurrent.LSTMLayer`` and ``import *`` all pointing at
+    one (fixed) class. No-op if the installed Lasagne has
+    `only_return_final` (added after all four fixes).
+    """
+    import inspect
+
+    import theano
+    import theano.tensor as T
+    from lasagne import init, nonlinearities
+    from lasagne.layers import Layer
+    from lasagne.layers.recurrent import Gate, LSTMLayer
+    from lasagne.utils import unroll_scan
+
+    if "only_return_final" in inspect.signature(LSTMLayer.__init__).parameters:
+        return
+    original_init = LSTMLayer.__init__
+
+    def __init__(self, incoming, num_units,
+                 ingate=Gate(),
+                 forgetgate=Gate(),
+                 cell=Gate(W_cell=None, nonlinearity=nonlinearities.tanh),
+                 outgate=Gate(),
+                 nonlinearity=nonlinearities.tanh,
+                 cell_init=init.Constant(0.),
+                 hid_init=init.Constant(0.),
+                 backwards=False,
+                 learn_init=False,
+                 peepholes=True,
+                 gradient_steps=-1,
+                 grad_clipping=0,
+                 unroll_scan=False,
+                 precompute_input=True,
+                 mask_input=None,
+                 only_return_final=False,
+                 **kwargs):
+        """Lasagne 0.1's constructor, plus master's extensions.
+
+        Parameters
+        ----------
+        cell_init, hid_init : callable, np.ndarray, theano.shared, \
+TensorVariable or Layer
+            As in Lasagne 0.1, or a Layer whose output, of shape
+            ``(batch, num_units)``, is the initial state; no parameter is
+            created for it and `learn_init` does not apply to it.
+        grad_clipping : float
+            If nonzero, gradient messages are clipped to
+            ``[-grad_clipping, grad_clipping]`` in the backward pass;
+            0 (or False) means no clipping.
+        only_return_final : bool
+            If True, return only the last computed hidden state, shape
+            ``(batch, num_units)``, instead of all of them.
+
+        Other parameters are those of Lasagne 0.1 (see the class docstring).
+        """
+        # 0.1 takes a TensorVariable init as-is, without creating a
+        # parameter: hand it a placeholder for each Layer init, then feed
+        # the Layer in as an extra incoming (after the mask, if any).
+        init_layers = {}
+        if isinstance(hid_init, Layer):
+            init_layers["hid_init"], hid_init = hid_init, T.matrix()
+        if isinstance(cell_init, Layer):
+            init_layers["cell_init"], cell_init = cell_init, T.matrix()
+        original_init(self, incoming, num_units, ingate, forgetgate, cell,
+                      outgate, nonlinearity, cell_init, hid_init, backwards,
+                      learn_init, peepholes, gradient_steps, grad_clipping,
+                      unroll_scan, precompute_input, mask_input, **kwargs)
+        self.only_return_final = only_return_final
+        self.mask_incoming_index = 1 if mask_input is not None else -1
+        self.hid_init_incoming_index = self.cell_init_incoming_index = -1
+        for name, layer in sorted(init_layers.items()):
+            shape = layer.output_shape
+            if len(shape) != 2 or shape[1] not in (None, num_units):
+                raise ValueError("%s layer must have output shape (batch, "
+                                 "%d), not %r" % (name, num_units, shape))
+            setattr(self, name + "_incoming_index", len(self.input_layers))
+            setattr(self, name, None)
+            self.input_layers.append(layer)
+            self.input_shapes.append(shape)
+
+    def get_output_shape_for(self, input_shapes):
+        """``(batch, time, num_units)``, or ``(batch, num_units)`` if
+        `only_return_final`."""
+        batch, time = input_shapes[0][:2]
+        if self.only_return_final:
+            return batch, self.num_units
+        return batch, time, self.num_units
+
+    def get_output_for(self, inputs, **kwargs):
+        """Hidden states for the input ``inputs[0]`` (batch, time, ...).
+
+        Parameters
+        ----------
+        inputs : list of TensorVariable
+            The input, then the mask ``(batch, time)`` if `mask_input` was
+            given (1 = real step, 0 = padding: the state is carried over),
+            then the outputs of the `hid_init` / `cell_init` layers, if any.
+
+        Returns
+        -------
+        TensorVariable
+            ``(batch, time, num_units)`` hidden states in input order (also
+            when `backwards`), or only the last computed one,
+            ``(batch, num_units)``, if `only_return_final`.
+        """
+        x = inputs[0]
+        if x.ndim > 3:
+            x = T.flatten(x, 3)
+        x = x.dimshuffle(1, 0, 2)  # scan loops over the first axis: time
+        mask = inputs[1] if self.mask_incoming_index > 0 else None
+        n = self.num_units
+
+        W_in = T.concatenate([self.W_in_to_ingate, self.W_in_to_forgetgate,
+                              self.W_in_to_cell, self.W_in_to_outgate], 1)
+        W_hid = T.concatenate([self.W_hid_to_ingate, self.W_hid_to_forgetgate,
+                               self.W_hid_to_cell, self.W_hid_to_outgate], 1)
+        b = T.concatenate([self.b_ingate, self.b_forgetgate, self.b_cell,
+                           self.b_outgate], 0)
+        if self.precompute_input:
+            x = T.dot(x, W_in) + b  # one big product instead of one per step
+
+        def step(x_t, *args):
+            # scan passes: sequences (x_t[, m_t]), states, non_sequences.
+            if mask is not None:
+                m_t, args = args[0], args[1:]
+            c_prev, h_prev, W_hid, W_in, b = args[:5]
+            w_ci, w_cf, w_co = args[5:] if self.peepholes else (None,) * 3
+            pre = x_t if self.precompute_input else T.dot(x_t, W_in) + b
+            pre = pre + T.dot(h_prev, W_hid)
+            if self.grad_clipping:  # 0/False: no clipping (0.1 clipped to 0)
+                pre = theano.gradient.grad_clip(
+                    pre, -self.grad_clipping, self.grad_clipping)
+            pre_i, pre_f, pre_c, pre_o = (pre[:, k * n:(k + 1) * n]
+                                          for k in range(4))
+            if self.peepholes:  # input/forget gates peek at c_{t-1}
+                pre_i += c_prev * w_ci
+                pre_f += c_prev * w_cf
+            c = (self.nonlinearity_forgetgate(pre_f) * c_prev +
+                 self.nonlinearity_ingate(pre_i) * self.nonlinearity_cell(pre_c))
+            if self.peepholes:  # output gate peeks at the new c_t, *inside*
+                pre_o += c * w_co  # its nonlinearity (0.1 added it outside)
+            h = self.nonlinearity_outgate(pre_o) * self.nonlinearity(c)
+            if mask is not None:  # padded steps keep the previous state
+                c = T.switch(m_t, c, c_prev)
+                h = T.switch(m_t, h, h_prev)
+            return [c, h]
+
+        def initial(name):
+            index = getattr(self, name + "_incoming_index")
+            if index > 0:
+                return inputs[index]
+            value = getattr(self, name)
+            if isinstance(value, theano.compile.SharedVariable):
+                # A (1, num_units) parameter: repeat it over the batch.
+                return T.dot(T.ones((x.shape[1], 1)), value)
+            return value  # 0.1's (batch, num_units) expression
+
+        sequences = [x] if mask is None else [x, mask.T.dimshuffle(0, 1, 'x')]
+        outputs_info = [initial("cell_init"), initial("hid_init")]
+        # Weights go in as non_sequences so that scan (strict=True) sees
+        # them as inputs of the loop.
+        non_seqs = [W_hid, W_in, b]
+        if self.peepholes:
+            non_seqs += [self.W_cell_to_ingate, self.W_cell_to_forgetgate,
+                         self.W_cell_to_outgate]
+        if self.unroll_scan:
+            cells, hids = unroll_scan(
+                step, sequences, outputs_info, non_seqs,
+                self.input_shapes[0][1], go_backwards=self.backwards)
+        else:
+            cells, hids = theano.scan(
+                step, sequences, outputs_info=outputs_info,
+                non_sequences=non_seqs, go_backwards=self.backwards,
+                truncate_gradient=self.gradient_steps, strict=True)[0]
+
+        if self.only_return_final:
+            return hids[-1]  # the state after the last processed step
+        hids = hids.dimshuffle(1, 0, 2)
+        return hids[:, ::-1] if self.backwards else hids  # input order
+
+    LSTMLayer.__init__ = __init__
+    LSTMLayer.get_output_shape_for = get_output_shape_for
+    LSTMLayer.get_output_for = get_output_for
 
 
 # ---------------------------------------------------------------- Conv/pool section
