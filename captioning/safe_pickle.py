@@ -2,8 +2,9 @@
 
 ``pickle.load`` runs whatever callable a pickle names, so loading a
 downloaded ``caption_tokens.pcl`` with it could run arbitrary code. The
-unpickler here resolves no global at all except, when asked, the three
-numpy names an array pickle needs. Lists, tuples, dicts, str, bytes, int,
+unpickler here resolves no global at all except ``_codecs.encode`` (how
+Python 3 writes bytes in old protocols) and, when asked, the three numpy
+names an array pickle needs. Lists, tuples, dicts, str, bytes, int,
 float, bool and None are built by pickle opcodes without any global, so they
 load as usual.
 
@@ -17,6 +18,9 @@ import pickle
 __all__ = ["UnsafePickleError", "RestrictedUnpickler", "safe_load",
            "safe_loads", "fix_py2_text"]
 
+# Python 3 pickles bytes with protocol < 3 as `_codecs.encode(str, "latin1")`:
+# harmless (it only converts text to bytes), so always admitted.
+BYTES_GLOBALS = {("_codecs", "encode")}
 # Globals an ndarray pickle refers to; nothing else is ever resolved.
 NUMPY_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -48,7 +52,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.allow_numpy = allow_numpy
 
     def find_class(self, module, name):
-        if self.allow_numpy and (module, name) in NUMPY_GLOBALS:
+        if (module, name) in BYTES_GLOBALS or (
+                self.allow_numpy and (module, name) in NUMPY_GLOBALS):
             return super().find_class(module, name)
         raise UnsafePickleError(
             "refusing to load %s.%s: this pickle may only hold lists, tuples, "
