@@ -24,7 +24,6 @@ preceding convolution, so every conv layer here has a bias and the graph
 has no BN ops: fewer passes over memory, same numbers up to rounding.
 """
 import importlib.resources
-import inspect
 import math
 import os
 
@@ -95,51 +94,6 @@ class SamePadLayer(Layer):
             out[:, :, top:top + shape[2], left:left + shape[3]], input)
 
 
-def _lasagne_has_groups():
-    params = inspect.signature(Conv2DLayer.__init__).parameters
-    return "num_groups" in params and "flip_filters" in params
-
-
-class _GroupedConv2DLayer(Layer):
-    """Fallback used only while the Lasagne backport lacks ``num_groups``/
-    ``flip_filters``: a cross-correlation with groups, same parameters
-    (``W`` of shape (out, in / groups, k, k), ``b``) as Lasagne master's
-    ``Conv2DLayer(..., flip_filters=False, num_groups=groups)``."""
-
-    def __init__(self, incoming, num_filters, filter_size, stride=1, pad=0,
-                 num_groups=1, nonlinearity=None, **kwargs):
-        super().__init__(incoming, **kwargs)
-        channels = self.input_shape[1]
-        self.num_filters = num_filters
-        self.filter_size = (filter_size, filter_size)
-        self.stride = (stride, stride)
-        self.pad = (pad, pad)
-        self.num_groups = num_groups
-        self.nonlinearity = nonlinearity or (lambda x: x)
-        self.W = self.add_param(lasagne.init.GlorotUniform(),
-                                (num_filters, channels // num_groups) + self.filter_size,
-                                name="W")
-        self.b = self.add_param(lasagne.init.Constant(0.), (num_filters,),
-                                name="b", regularizable=False)
-
-    def get_output_shape_for(self, input_shape):
-        def out(size, k, s, p):
-            return None if size is None else (size + 2 * p - k) // s + 1
-        return (input_shape[0], self.num_filters) + tuple(
-            out(input_shape[2 + i], self.filter_size[i], self.stride[i], self.pad[i])
-            for i in range(2))
-
-    def get_output_for(self, input, **kwargs):
-        conved = T.nnet.conv2d(input, self.W, input_shape=self.input_shape,
-                               filter_shape=self.get_W_shape(),
-                               border_mode=self.pad, subsample=self.stride,
-                               filter_flip=False, num_groups=self.num_groups)
-        return self.nonlinearity(conved + self.b.dimshuffle("x", 0, "x", "x"))
-
-    def get_W_shape(self):
-        return self.W.get_value(borrow=True).shape
-
-
 def _conv(incoming, name, num_filters, kernel, stride=1, groups=1,
           nonlinearity=relu6, layers=None):
     """Conv (+ folded BN) + activation with TF SAME padding; registers the
@@ -153,14 +107,11 @@ def _conv(incoming, name, num_filters, kernel, stride=1, groups=1,
         incoming = SamePadLayer(incoming, padding, name=name + ".pad")
         layers[name + ".pad"] = incoming
         pad = 0
-    if _lasagne_has_groups():
-        layer = Conv2DLayer(incoming, num_filters, kernel, stride=stride, pad=pad,
-                            flip_filters=False, num_groups=groups,
-                            nonlinearity=nonlinearity, name=name)
-    else:
-        layer = _GroupedConv2DLayer(incoming, num_filters, kernel, stride=stride,
-                                    pad=pad, num_groups=groups,
-                                    nonlinearity=nonlinearity, name=name)
+    # flip_filters=False: torch/TF convolutions are cross-correlations.
+    # num_groups=C makes the depthwise conv (both from lasagne_compat).
+    layer = Conv2DLayer(incoming, num_filters, kernel, stride=stride, pad=pad,
+                        flip_filters=False, num_groups=groups,
+                        nonlinearity=nonlinearity, name=name)
     layers[name] = layer
     return layer
 
