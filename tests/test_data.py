@@ -1,0 +1,410 @@
+"""Seminar formats: tokenising, splits, load/save, errors, Flickr8k, find_data."""
+import argparse
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from _data_fakes import fake_codes, install_fake_extract
+from captioning import data, data_cli, flickr8k
+from captioning.data import (DataError, Dataset, find_data, load_dataset,
+                             make_split, save_dataset, tokenize)
+
+SHARED_FLICKR8K = data.default_flickr8k_dir()
+
+
+# ------------------------------------------------------------ tokenising
+
+@pytest.mark.parametrize("raw, expected", [
+    ("A child in a pink dress is climbing up a set of stairs in an entry "
+     "way .", "a child in a pink dress is climbing up a set of stairs in an "
+     "entry way"),
+    ("A black dog and a tri-colored dog playing with each other on the "
+     "road .", "a black dog and a tricolored dog playing with each other on "
+     "the road"),
+    ("A girl holding a horse 's lead behind a fire .",
+     "a girl holding a horses lead behind a fire"),
+    ("Two dogs , one brown ; one white ( and \"happy\" ) !",
+     "two dogs one brown one white and happy"),
+    ("  Man's   SHIRT:red/blue  ", "mans shirt red blue"),
+    ("They do n't see it", "they dont see it"),
+    ("a man with a red helmet on a small moped on a dirt road",
+     "a man with a red helmet on a small moped on a dirt road"),
+    ("Caf\u00e9 au lait.", "caf\u00e9 au lait"),
+    (" . , ", ""),
+])
+def test_tokenize(raw, expected):
+    assert tokenize(raw) == expected
+    assert tokenize(expected) == expected      # idempotent
+
+
+# ------------------------------------------------------------ splits
+
+def test_make_split_deterministic_by_image():
+    a = make_split(100, seed=3, n_val=10, n_test=0.2)
+    b = make_split(100, seed=3, n_val=10, n_test=0.2)
+    assert list(a) == list(b)
+    assert (a == "val").sum() == 10 and (a == "test").sum() == 20
+    assert (a == "train").sum() == 70
+    assert list(make_split(100, seed=4, n_val=10)) != list(
+        make_split(100, seed=3, n_val=10))
+    with pytest.raises(DataError, match="cannot hold out"):
+        make_split(5, n_val=4, n_test=2)
+
+
+def test_seminar_split_holds_out_5000():
+    s = data.seminar_split(123287)
+    assert (s == "val").sum() == 5000 and (s == "train").sum() == 118287
+    assert list(s[:50]) == list(data.seminar_split(123287)[:50])
+
+
+# ------------------------------------------------------------ load / save
+
+def toy(n=6, source="synthetic"):
+    codes = np.random.RandomState(1).randn(n, 1000).astype(np.float32)
+    captions = [["a red circle %d" % i, "one circle", "a circle that is red",
+                 "there is a circle", "a red shape"] for i in range(n)]
+    names = ["img_%02d.png" % i for i in range(n)]
+    return Dataset(codes, captions, names, make_split(n, 0, n_val=2), source)
+
+
+def test_save_load_round_trip(tmp_path):
+    ds = toy()
+    save_dataset(ds, tmp_path, {"seed": 0})
+    assert sorted(os.listdir(tmp_path)) == [
+        "caption_tokens.json", "dataset.json", "image_codes.npy",
+        "image_names.txt", "split.json"]
+    back = load_dataset(tmp_path)
+    np.testing.assert_array_equal(back.codes, ds.codes)
+    assert back.codes.dtype == np.float32
+    assert back.captions == ds.captions
+    assert back.names == ds.names
+    assert list(back.split) == list(ds.split)
+    assert back.source == "synthetic"
+    # the codes file loads without pickle, as the notebook does it
+    assert np.load(tmp_path / "image_codes.npy", allow_pickle=False).shape \
+        == (6, 1000)
+    assert json.loads((tmp_path / "split.json").read_text())["counts"] == \
+        {"train": 4, "val": 2, "test": 0}
+    assert len(back.subset("val")) == 2
+
+
+def write_bundle(folder, codes, captions, protocol=2):
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "image_codes.npy", codes)
+    with open(folder / "caption_tokens.pcl", "wb") as f:
+        pickle.dump(captions, f, protocol)
+
+
+def test_original_bundle_loads_with_seeded_split(tmp_path):
+    codes = np.ones((30, 1000), np.float32)
+    captions = [["a man riding a bike"] * 5 for _ in range(30)]
+    write_bundle(tmp_path, codes, captions)
+    ds = load_dataset(tmp_path)
+    assert ds.source == "coco-seminar"
+    assert ds.names[0] == "coco_000000" and ds.names[-1] == "coco_000029"
+    assert (ds.split == "val").sum() == 6          # n // 5 below 25000
+    assert ds.captions[0][0] == "a man riding a bike"
+
+
+def test_python2_bundle_with_utf8_text(tmp_path):
+    np.save(tmp_path / "image_codes.npy", np.zeros((1, 1000), np.float32))
+    # protocol-2 pickle of [['Caf\xc3\xa9 Au Lait']] as Python 2 wrote it
+    (tmp_path / "caption_tokens.pcl").write_bytes(
+        b"\x80\x02]q\x00]q\x01U\x0dCaf\xc3\xa9 Au Laitq\x02aa.")
+    assert load_dataset(tmp_path).captions == [["caf\u00e9 au lait"]]
+
+
+def test_finish_seminar_records_files_and_keeps_originals(tmp_path):
+    codes = np.ones((10, 1000), np.float32)
+    write_bundle(tmp_path, codes, [["a dog"]] * 10)
+    before = (tmp_path / "caption_tokens.pcl").read_bytes()
+    data.finish_seminar(tmp_path)
+    assert (tmp_path / "caption_tokens.pcl").read_bytes() == before
+    assert (tmp_path / "image_names.txt").read_text().splitlines()[3] == \
+        "coco_000003"
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    assert meta["source"] == "coco-seminar"
+    assert meta["captions_file"] == "caption_tokens.pcl"
+
+
+def test_missing_files_name_the_commands(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_dataset(tmp_path)
+    for command in ("caption data seminar", "caption data flickr8k",
+                    "caption data synthetic"):
+        assert command in str(info.value)
+    np.save(tmp_path / "image_codes.npy", np.zeros((2, 1000), np.float32))
+    with pytest.raises(DataError, match="caption_tokens.pcl not found.*"
+                                        "caption data synthetic"):
+        load_dataset(tmp_path)
+
+
+def test_interrupted_write_is_detected(tmp_path):
+    save_dataset(toy(), tmp_path)
+    (tmp_path / "dataset.json").unlink()
+    with pytest.raises(DataError, match="interrupted"):
+        load_dataset(tmp_path)
+
+
+def test_count_mismatch_reported_with_counts(tmp_path):
+    write_bundle(tmp_path, np.zeros((3, 1000), np.float32),
+                 [["a cat"], ["a dog"]])
+    with pytest.raises(DataError, match="3 image codes, 2 caption lists"):
+        load_dataset(tmp_path)
+
+
+def test_nan_codes_reported(tmp_path):
+    codes = np.zeros((4, 1000), np.float32)
+    codes[1, 5] = np.nan
+    codes[3, 0] = np.inf
+    write_bundle(tmp_path, codes, [["a cat"]] * 4)
+    with pytest.raises(DataError, match=r"2 images have NaN/inf codes "
+                                        r"\(rows 1, 3\)"):
+        load_dataset(tmp_path)
+
+
+def test_empty_captions_and_images_without_captions(tmp_path):
+    write_bundle(tmp_path, np.zeros((4, 1000), np.float32),
+                 [["a cat", " . "], [], ["a dog"], []])
+    with pytest.raises(DataError) as info:
+        load_dataset(tmp_path)
+    msg = str(info.value)
+    assert "2 images have no captions (rows 1, 3)" in msg
+    assert "1 captions are empty (image/caption 0/1)" in msg
+
+
+def test_non_utf8_captions_reported(tmp_path):
+    ds = toy()
+    save_dataset(ds, tmp_path)
+    raw = (tmp_path / "caption_tokens.json").read_bytes()
+    (tmp_path / "caption_tokens.json").write_bytes(
+        raw.replace(b"one circle", b"one \xff\xfe circle", 1))
+    with pytest.raises(DataError, match="not UTF-8"):
+        load_dataset(tmp_path)
+
+
+def test_non_utf8_bytes_in_pickle_reported(tmp_path):
+    write_bundle(tmp_path, np.zeros((2, 1000), np.float32),
+                 [[b"a \xff cat", "ok"], [b"fine"]], protocol=3)
+    with pytest.raises(DataError, match="1 captions are not UTF-8"):
+        load_dataset(tmp_path)
+
+
+def test_malicious_caption_pickle_refused(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch %s" % marker,))
+
+    write_bundle(tmp_path, np.zeros((1, 1000), np.float32),
+                 [[Payload()]])
+    with pytest.raises(DataError, match="refusing"):
+        load_dataset(tmp_path)
+    assert not marker.exists()
+
+
+def test_other_source_is_not_overwritten(tmp_path):
+    write_bundle(tmp_path, np.zeros((2, 1000), np.float32), [["a"], ["b"]])
+    with pytest.raises(DataError, match="already holds coco-seminar"):
+        save_dataset(toy(), tmp_path)
+    assert np.load(tmp_path / "image_codes.npy").shape == (2, 1000)
+    save_dataset(toy(), tmp_path, overwrite_source=True)
+    assert load_dataset(tmp_path).source == "synthetic"
+    assert (tmp_path / "caption_tokens.pcl.replaced").exists()
+
+
+def test_relative_data_dir_found_from_repo_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert data.resolve_data_dir("data") == data.REPO_ROOT / "data"
+    assert data.resolve_data_dir(tmp_path) == tmp_path
+
+
+# ------------------------------------------------------------ Flickr8k
+
+def make_flickr(root, with_lists=True, extra_caption=None, extra_image=None):
+    """Five images (3 train, 1 dev, 1 test) and raw Flickr8k captions."""
+    (root / "images").mkdir(parents=True)
+    names = ["100_a.jpg", "200_b.jpg", "300_c.jpg", "400_d.jpg", "500_e.jpg"]
+    for i, name in enumerate(names + ([extra_image] if extra_image else [])):
+        Image.new("RGB", (32, 24), (40 * i, 10, 200 - 30 * i)).save(
+            root / "images" / name)
+    lines = []
+    for name in names + ([extra_caption] if extra_caption else []):
+        for j in range(5):
+            lines.append("%s#%d\tA Dog 's toy , number %d ." % (name, j, j))
+    (root / "Flickr8k.token.txt").write_text("\n".join(lines) + "\n")
+    if with_lists:
+        (root / "Flickr_8k.trainImages.txt").write_text(
+            "300_c.jpg\n100_a.jpg\n200_b.jpg\n")
+        (root / "Flickr_8k.devImages.txt").write_text("400_d.jpg\n")
+        (root / "Flickr_8k.testImages.txt").write_text("500_e.jpg\n")
+    return names
+
+
+def test_flickr8k_build(tmp_path, monkeypatch):
+    calls = install_fake_extract(monkeypatch)
+    names = make_flickr(tmp_path / "f8k")
+    out = tmp_path / "data"
+    ds = flickr8k.build_flickr8k(tmp_path / "f8k", out, progress=False)
+    assert ds.names == names
+    assert list(ds.split) == ["train", "train", "train", "val", "test"]
+    assert ds.captions[0] == ["a dogs toy number %d" % j for j in range(5)]
+    assert calls[0][1] == dict(cnn="efficientnet_lite0", batch_size=32,
+                               progress=False)
+    np.testing.assert_allclose(
+        ds.codes[2], fake_codes(tmp_path / "f8k" / "images" / "300_c.jpg"))
+    back = load_dataset(out)
+    assert back.source == "flickr8k" and back.names == names
+    assert back.captions == ds.captions
+    assert "Hodosh" in back.meta["citation"]
+
+
+def test_flickr8k_without_lists_gets_seeded_split(tmp_path, monkeypatch):
+    install_fake_extract(monkeypatch)
+    make_flickr(tmp_path / "f8k", with_lists=False)
+    a = flickr8k.collect(tmp_path / "f8k")[3]
+    assert list(a) == list(flickr8k.collect(tmp_path / "f8k")[3])
+    assert set(a) <= {"train", "val"} and (a == "val").sum() == 1
+
+
+def test_flickr8k_image_without_captions_reported(tmp_path, monkeypatch):
+    make_flickr(tmp_path / "f8k", extra_image="999_z.jpg")
+    with pytest.raises(DataError, match="1 images in images have no caption"
+                                        ".*999_z.jpg"):
+        flickr8k.collect(tmp_path / "f8k")
+
+
+def test_flickr8k_captions_without_image_reported(tmp_path, monkeypatch):
+    install_fake_extract(monkeypatch)
+    make_flickr(tmp_path / "f8k", extra_caption="888_y.jpg")
+    with pytest.raises(DataError, match="1 captioned images have no file"):
+        flickr8k.collect(tmp_path / "f8k")
+    names = flickr8k.collect(tmp_path / "f8k", allow_missing_images=True)[0]
+    assert "888_y.jpg" not in names and len(names) == 5
+    ds = flickr8k.build_flickr8k(tmp_path / "f8k", tmp_path / "d",
+                                 progress=False, allow_missing_images=True)
+    assert ds.meta["left_out_captioned_images_without_file"] == 1
+
+
+def test_flickr8k_unreadable_images_never_silently_dropped(tmp_path,
+                                                           monkeypatch):
+    install_fake_extract(monkeypatch, fail=["200_b.jpg"])
+    make_flickr(tmp_path / "f8k")
+    with pytest.raises(DataError, match="1 of 5 images could not be encoded"
+                                        ".*200_b.jpg"):
+        flickr8k.build_flickr8k(tmp_path / "f8k", tmp_path / "d",
+                                progress=False)
+    assert not (tmp_path / "d" / "image_codes.npy").exists()
+    ds = flickr8k.build_flickr8k(tmp_path / "f8k", tmp_path / "d",
+                                 progress=False, skip_unreadable=True)
+    assert "200_b.jpg" not in ds.names and len(ds) == 4
+    assert ds.meta["left_out_unreadable_images"][0].endswith("200_b.jpg")
+
+
+def test_flickr8k_bad_token_line_reported(tmp_path):
+    make_flickr(tmp_path / "f8k")
+    with open(tmp_path / "f8k" / "Flickr8k.token.txt", "a") as f:
+        f.write("no tab or hash here\n")
+    with pytest.raises(DataError, match="1 lines are not IMAGE#N"):
+        flickr8k.collect(tmp_path / "f8k")
+
+
+@pytest.mark.skipif(not (SHARED_FLICKR8K / "Flickr8k.token.txt").exists(),
+                    reason="shared Flickr8k not found at %s (set "
+                           "CAPTION_FLICKR8K_DIR)" % SHARED_FLICKR8K)
+def test_shared_flickr8k_collects():
+    names, paths, captions, split, report = flickr8k.collect(SHARED_FLICKR8K)
+    assert len(names) == 7000
+    assert (split == "train").sum() == 6000 and (split == "val").sum() == 1000
+    assert all(len(c) == 5 for c in captions)
+    i = names.index("1000268201_693b08cb0e.jpg")
+    assert captions[i][0] == ("a child in a pink dress is climbing up a set "
+                              "of stairs in an entry way")
+    assert all(tokenize(c) == c for caps in captions for c in caps)
+
+
+def _has_extract():
+    try:
+        from captioning.extract import extract_codes  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_extract(),
+                    reason="captioning.extract (the CNN) is not available")
+def test_flickr8k_with_real_cnn(tmp_path):
+    make_flickr(tmp_path / "f8k")
+    ds = flickr8k.build_flickr8k(tmp_path / "f8k", tmp_path / "d",
+                                 progress=False, batch_size=2)
+    assert ds.codes.shape == (5, 1000) and ds.codes.dtype == np.float32
+    assert np.isfinite(ds.codes).all()
+    assert not np.allclose(ds.codes[0], ds.codes[1])
+
+
+# ------------------------------------------------------------ find_data
+
+def test_find_data_prefers_what_data_dir_holds(tmp_path):
+    save_dataset(toy(source="synthetic"), tmp_path / "data")
+    ds = find_data(data_dir=tmp_path / "data",
+                   flickr8k_dir=tmp_path / "nothing")
+    assert ds.source == "synthetic"
+    with pytest.raises(DataError, match="holds synthetic data, not flickr8k"):
+        find_data("flickr8k", data_dir=tmp_path / "data")
+
+
+def test_find_data_order(tmp_path, monkeypatch):
+    install_fake_extract(monkeypatch)
+    make_flickr(tmp_path / "f8k")
+    ds = find_data(data_dir=tmp_path / "d1", flickr8k_dir=tmp_path / "f8k",
+                   progress=False)
+    assert ds.source == "flickr8k" and len(ds) == 5
+
+    from captioning import synthetic
+    seen = []
+    monkeypatch.setattr(synthetic, "build_synthetic",
+                        lambda d, progress: seen.append(d) or "synthetic!")
+    assert find_data(data_dir=tmp_path / "d2", flickr8k_dir=tmp_path / "no",
+                     progress=False) == "synthetic!"
+    assert seen == [tmp_path / "d2"]
+    with pytest.raises(DataError, match="caption data seminar"):
+        find_data("coco-seminar", data_dir=tmp_path / "d3")
+    with pytest.raises(DataError, match="no data"):
+        find_data(data_dir=tmp_path / "d4", build=False)
+
+
+def test_flickr8k_env_var_overrides_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("CAPTION_FLICKR8K_DIR", str(tmp_path))
+    assert data.default_flickr8k_dir() == tmp_path
+    monkeypatch.delenv("CAPTION_FLICKR8K_DIR")
+    assert data.default_flickr8k_dir() == (data.REPO_ROOT.parent / "shared"
+                                           / "flickr8k")
+
+
+# ------------------------------------------------------------ CLI
+
+def run_cli(argv):
+    parser = argparse.ArgumentParser()
+    data_cli.register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_flickr8k_and_check(tmp_path, monkeypatch, capsys):
+    install_fake_extract(monkeypatch)
+    make_flickr(tmp_path / "f8k")
+    out = tmp_path / "out"
+    assert run_cli(["data", "flickr8k", "--flickr8k", str(tmp_path / "f8k"),
+                    "--out", str(out), "--no-progress"]) == 0
+    assert "flickr8k: 5 images (3 train, 1 val, 1 test), 25 captions" in \
+        capsys.readouterr().out
+    assert run_cli(["data", "check", "--out", str(out)]) == 0
+    assert run_cli(["data", "check", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "caption data synthetic" in err
