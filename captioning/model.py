@@ -1,0 +1,494 @@
+"""The seminar's captioning network, its vocabulary, and the model directory.
+
+The graph is the seminar notebook's, layer for layer::
+
+    words (batch, time) --Embedding--> (batch, time, EMBED_SIZE) --+
+    image codes (batch, 1000) --Dropout--Dense--> cell_init -------+--> LSTM
+    LSTM (batch, time, LSTM_UNITS) --Broadcast(0, 1)--Dense(softmax)--Unbroadcast
+        --> next-word probabilities (batch, time, n_tokens)
+
+Beside it, :meth:`CaptionModel.compile_step` builds a one-step graph from the
+*same* shared weights (one LSTM tick plus the output layer), so decoding a
+caption costs one tick per word instead of re-running the whole prefix.
+
+A trained model is a directory: ``params.npz`` (weights, by layer and
+parameter name), ``model.json`` (vocabulary and hyper-parameters) and, from
+training, ``loss.png``. Nothing is pickled.
+"""
+import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
+
+import json
+import os
+from collections import Counter
+
+import numpy as np
+import theano
+import theano.tensor as T
+import lasagne
+from lasagne.layers import (InputLayer, EmbeddingLayer, DropoutLayer,
+                            DenseLayer, LSTMLayer, get_output, get_all_params,
+                            get_all_layers)
+
+from broadcast import BroadcastLayer, UnbroadcastLayer
+from captioning.metrics import tokenize
+
+__all__ = ["PAD_ix", "UNK", "START", "END", "Vocabulary", "CaptionModel",
+           "ModelFileError", "save_model", "load_model", "caption_tokens"]
+
+PAD_ix = -1
+UNK, START, END = "#UNK#", "#START#", "#END#"
+PARAMS_FILE = "params.npz"
+CONFIG_FILE = "model.json"
+FORMAT_VERSION = 1
+
+
+def caption_tokens(caption):
+    """A raw caption as the model sees it: ``[#START#, words..., #END#]``.
+
+    Words are lower-cased and punctuation tokens dropped (the same
+    normalisation the metrics apply), so the model never spends capacity on
+    "A" vs "a" or on the final " .".
+    """
+    return [START] + tokenize(caption) + [END]
+
+
+class Vocabulary:
+    """Word <-> index, with the seminar's special tokens first.
+
+    Parameters
+    ----------
+    words : sequence of str
+        All tokens in index order; must start with ``#UNK#, #START#, #END#``.
+
+    Example
+    -------
+    >>> v = Vocabulary.build([["#START#", "a", "dog", "#END#"]] * 5)
+    >>> v.words
+    ['#UNK#', '#START#', '#END#', 'a', 'dog']
+    >>> v.as_matrix([["#START#", "a", "cat"], ["#START#"]])
+    array([[ 1,  3,  0],
+           [ 1, -1, -1]], dtype=int32)
+    """
+
+    def __init__(self, words):
+        words = list(words)
+        if words[:3] != [UNK, START, END]:
+            raise ValueError("a vocabulary starts with %s, %s, %s; got %r"
+                             % (UNK, START, END, words[:3]))
+        if len(set(words)) != len(words):
+            raise ValueError("the vocabulary repeats a word")
+        self.words = words
+        self.index = {w: i for i, w in enumerate(words)}
+        self.unk_ix, self.start_ix, self.end_ix = 0, 1, 2
+
+    def __len__(self):
+        return len(self.words)
+
+    @classmethod
+    def build(cls, token_lists, min_count=5):
+        """Words seen at least ``min_count`` times, most frequent first.
+
+        The special tokens are not counted (the seminar's version listed
+        ``#START#``/``#END#`` twice because they were counted as words).
+        Ties are broken alphabetically so the vocabulary is reproducible.
+        """
+        counts = Counter(w for tokens in token_lists for w in tokens)
+        for special in (UNK, START, END):
+            counts.pop(special, None)
+        frequent = sorted((w for w, c in counts.items() if c >= min_count),
+                          key=lambda w: (-counts[w], w))
+        return cls([UNK, START, END] + frequent)
+
+    def as_matrix(self, sequences, max_len=None):
+        """Token lists -> int32 matrix of indices, padded with ``PAD_ix``.
+
+        Unknown words become ``#UNK#``; sequences longer than ``max_len`` are
+        cut (as in the seminar).
+        """
+        max_len = max_len or max(map(len, sequences))
+        matrix = np.full((len(sequences), max_len), PAD_ix, dtype="int32")
+        for i, seq in enumerate(sequences):
+            row = [self.index.get(w, self.unk_ix) for w in seq[:max_len]]
+            matrix[i, :len(row)] = row
+        return matrix
+
+    def decode(self, indices):
+        """Indices -> words, stopping at ``#END#`` and skipping ``#START#``."""
+        words = []
+        for i in indices:
+            if i == self.end_ix:
+                break
+            if i != self.start_ix and i != PAD_ix:
+                words.append(self.words[i])
+        return words
+
+
+class ModelFileError(Exception):
+    """A model directory that is missing, incomplete or does not fit."""
+
+
+DEFAULT_HYPER = {
+    "cnn_feature_size": 1000,
+    "embed_size": 256,
+    "lstm_units": 512,
+    "dropout": 0.5,
+    "grad_clipping": 5.0,
+    "learning_rate": 1e-3,
+}
+
+
+class CaptionModel:
+    """The seminar graph, its training functions and a one-step decoder.
+
+    Parameters
+    ----------
+    vocab : Vocabulary
+    **hyper
+        Overrides of :data:`DEFAULT_HYPER` (``embed_size``, ``lstm_units``,
+        ``dropout``, ``grad_clipping``, ``learning_rate``,
+        ``cnn_feature_size``).
+
+    Attributes
+    ----------
+    layers : dict
+        The named layers: ``words, mask, embedding, image, image_dropout,
+        image_dense, decoder, broadcast, output, probabilities``.
+    code_mean, code_std : ndarray (cnn_feature_size,) float32
+        Standardisation of the image codes (set by training, saved with the
+        weights); :meth:`prepare_codes` applies it.
+
+    Functions are compiled lazily, on first use, because a Theano compile
+    takes tens of seconds: ``train_step(image_vectors, sentences) -> loss``,
+    ``val_step(image_vectors, sentences) -> loss`` (no dropout),
+    ``get_probs(image_vectors, sentences) -> (batch, time, n_tokens)`` and
+    ``init_state``/``step`` for decoding (see :meth:`compile_step`).
+    """
+
+    def __init__(self, vocab, **hyper):
+        unknown = set(hyper) - set(DEFAULT_HYPER)
+        if unknown:
+            raise ValueError("unknown hyper-parameters: %s" % sorted(unknown))
+        self.vocab = vocab
+        self.hyper = dict(DEFAULT_HYPER, **hyper)
+        n_features = self.hyper["cnn_feature_size"]
+        self.code_mean = np.zeros(n_features, "float32")
+        self.code_std = np.ones(n_features, "float32")
+        self._build_graph()
+        self._train_fns = self._probs_fn = self._step_fns = None
+
+    # ------------------------------------------------------------ the graph
+    def _build_graph(self):
+        h = self.hyper
+        n_tokens = len(self.vocab)
+        self.sentences = T.imatrix("sentences")          # (batch, time) word ids
+        self.image_vectors = T.matrix("image_vectors")   # (batch, 1000) codes
+        self.sentence_mask = T.neq(self.sentences, PAD_ix)
+        # The seminar feeds PAD_ix = -1 straight into the EmbeddingLayer,
+        # where W[-1] silently reads the *last word's* row (numpy-style
+        # wrap-around). The mask makes that harmless (masked ticks keep the
+        # previous LSTM state and get no gradient), but we say it explicitly:
+        # PAD becomes index 0 (#UNK#) and stays masked.
+        self.word_ids = T.maximum(self.sentences, 0)
+
+        l_words = InputLayer((None, None), self.word_ids, name="words")
+        l_mask = InputLayer((None, None), self.sentence_mask, name="mask")
+        l_embedding = EmbeddingLayer(l_words, n_tokens, h["embed_size"],
+                                     name="embedding")
+        l_image = InputLayer((None, h["cnn_feature_size"]),
+                             self.image_vectors, name="image")
+        l_image_dropout = DropoutLayer(l_image, p=h["dropout"],
+                                       name="image_dropout")
+        # Linear: the image sets the LSTM's initial *cell*, which may take
+        # any sign (a ReLU would zero half of it).
+        l_image_dense = DenseLayer(l_image_dropout, h["lstm_units"],
+                                   nonlinearity=None, name="image_dense")
+        decoder = LSTMLayer(l_embedding, num_units=h["lstm_units"],
+                            cell_init=l_image_dense, mask_input=l_mask,
+                            grad_clipping=h["grad_clipping"], name="decoder")
+        l_broadcast = BroadcastLayer(decoder, (0, 1), name="broadcast")
+        l_output = DenseLayer(l_broadcast, n_tokens,
+                              nonlinearity=lasagne.nonlinearities.softmax,
+                              name="output")
+        l_probs = UnbroadcastLayer(l_output, broadcast_layer=l_broadcast,
+                                   name="probabilities")
+        self.layers = {l.name: l for l in get_all_layers(l_probs)}
+
+    def params(self, trainable=False):
+        """The graph's shared variables (all, or only the trainable ones)."""
+        tags = {"trainable": True} if trainable else {}
+        return get_all_params(self.layers["probabilities"], **tags)
+
+    def named_params(self):
+        """``{"layer.param": shared variable}`` (e.g. ``decoder.W_in_to_cell``)."""
+        named = {}
+        for layer in get_all_layers(self.layers["probabilities"]):
+            for param in layer.get_params():
+                # Lasagne already prefixes the names of a named layer's params
+                name = param.name if param.name.startswith(layer.name + ".") \
+                    else "%s.%s" % (layer.name, param.name)
+                named[name] = param
+        return named
+
+    def loss(self, deterministic):
+        """Mean cross-entropy of the next word over the non-PAD targets."""
+        probs = get_output(self.layers["probabilities"],
+                           deterministic=deterministic)
+        n_tokens = len(self.vocab)
+        references = self.word_ids[:, 1:]
+        output_mask = T.cast(self.sentence_mask[:, 1:], theano.config.floatX)
+        # Clip so that a probability that underflowed to 0 gives a large but
+        # finite loss: a masked inf would turn into 0 * inf = nan.
+        predicted = T.clip(probs[:, :-1].reshape((-1, n_tokens)), 1e-7, 1.0)
+        xent = lasagne.objectives.categorical_crossentropy(
+            predicted, references.reshape((-1,))).reshape(references.shape)
+        # Mean over non-PAD tokens (casting keeps it float32: an int sum
+        # in the denominator would upcast the loss to float64).
+        return (xent * output_mask).sum() / output_mask.sum()
+
+    # ------------------------------------------------------------ training
+    def compile_train(self):
+        """Compile (once) and return ``train_step, val_step``."""
+        if self._train_fns is None:
+            weights = self.params(trainable=True)
+            self.learning_rate = theano.shared(
+                np.float32(self.hyper["learning_rate"]), name="learning_rate")
+            train_loss = self.loss(deterministic=False)
+            self.updates = lasagne.updates.adam(train_loss, weights,
+                                                learning_rate=self.learning_rate)
+            inputs = [self.image_vectors, self.sentences]
+            train_step = theano.function(inputs, train_loss,
+                                         updates=self.updates,
+                                         name="train_step")
+            val_step = theano.function(inputs, self.loss(deterministic=True),
+                                       name="val_step")
+            self._train_fns = (train_step, val_step)
+        return self._train_fns
+
+    def optimizer_state(self):
+        """Adam's shared variables (moments and step count), in a fixed order."""
+        self.compile_train()
+        weights = set(self.params(trainable=True))
+        return [var for var in self.updates if var not in weights]
+
+    @property
+    def train_step(self):
+        return self.compile_train()[0]
+
+    @property
+    def val_step(self):
+        return self.compile_train()[1]
+
+    @property
+    def get_probs(self):
+        """``(image_vectors, sentences) -> probabilities (batch, time, n_tokens)``."""
+        if self._probs_fn is None:
+            probs = get_output(self.layers["probabilities"], deterministic=True)
+            self._probs_fn = theano.function(
+                [self.image_vectors, self.sentences], probs, name="get_probs")
+        return self._probs_fn
+
+    # ------------------------------------------------------------ decoding
+    def compile_step(self):
+        """Compile (once) the one-tick decoder; returns ``init_state, step``.
+
+        ``init_state(image_vectors) -> (cell, hid)`` is the LSTM state before
+        the first word (cell from the image, hid zeros), and
+        ``step(prev_words, cell, hid) -> (log_probs, cell, hid)`` feeds one
+        word per row and returns the next word's log-probabilities.
+        The tick is the LSTMLayer's own (stacked gates, peepholes, the same
+        nonlinearities), written against the same shared weights, so it
+        gives what the full graph gives at the last tick.
+        """
+        if self._step_fns is not None:
+            return self._step_fns
+        decoder = self.layers["decoder"]
+        cell0 = get_output(self.layers["image_dense"], self.image_vectors,
+                           deterministic=True)
+        # hid_init is the layer's (1, units) parameter, repeated per image
+        hid0 = T.dot(T.ones((self.image_vectors.shape[0], 1)), decoder.hid_init)
+        init_state = theano.function([self.image_vectors], [cell0, hid0],
+                                     name="init_state")
+
+        prev_words = T.ivector("prev_words")
+        cell_prev = T.matrix("cell")
+        hid_prev = T.matrix("hid")
+        embedded = self.layers["embedding"].get_output_for(prev_words)
+        cell, hid = lstm_tick(decoder, embedded, cell_prev, hid_prev)
+        output = self.layers["output"]
+        logits = T.dot(hid, output.W) + output.b
+        log_probs = T.nnet.logsoftmax(logits)
+        step = theano.function([prev_words, cell_prev, hid_prev],
+                               [log_probs, cell, hid], name="decode_step")
+        self._step_fns = (init_state, step)
+        return self._step_fns
+
+    def prepare_codes(self, codes):
+        """Standardise raw CNN codes with the training set's statistics."""
+        codes = np.asarray(codes, dtype="float32")
+        if codes.ndim != 2 or codes.shape[1] != self.hyper["cnn_feature_size"]:
+            raise ValueError("image codes must be (n, %d), got %s"
+                             % (self.hyper["cnn_feature_size"], codes.shape))
+        return (codes - self.code_mean) / self.code_std
+
+    # ------------------------------------------------------------ weights
+    def get_param_values(self):
+        """``{name: ndarray}`` of every weight plus the code statistics."""
+        values = {name: p.get_value() for name, p in self.named_params().items()}
+        values["codes.mean"] = self.code_mean
+        values["codes.std"] = self.code_std
+        return values
+
+    def set_param_values(self, values, source="parameters"):
+        """Load ``{name: ndarray}``; names and shapes must match exactly.
+
+        Raises
+        ------
+        ModelFileError
+            Naming every missing, unexpected or wrongly shaped array.
+        """
+        expected = self.get_param_values()
+        problems = []
+        missing = sorted(set(expected) - set(values))
+        extra = sorted(set(values) - set(expected))
+        if missing:
+            problems.append("missing %s" % ", ".join(missing))
+        if extra:
+            problems.append("unexpected %s" % ", ".join(extra))
+        for name in sorted(set(expected) & set(values)):
+            if np.shape(values[name]) != expected[name].shape:
+                problems.append("%s has shape %s, the model needs %s"
+                                % (name, np.shape(values[name]),
+                                   expected[name].shape))
+        if problems:
+            raise ModelFileError("%s do not fit this model (vocabulary of %d "
+                                 "words, hyper-parameters %s): %s"
+                                 % (source, len(self.vocab), self.hyper,
+                                    "; ".join(problems)))
+        for name, param in self.named_params().items():
+            param.set_value(np.asarray(values[name], dtype=param.dtype))
+        self.code_mean = np.asarray(values["codes.mean"], "float32")
+        self.code_std = np.asarray(values["codes.std"], "float32")
+
+
+def lstm_tick(decoder, x, cell_prev, hid_prev):
+    """One tick of a Lasagne ``LSTMLayer`` on symbolic inputs, same weights.
+
+    Mirrors ``LSTMLayer.get_output_for``'s step (gate order ingate,
+    forgetgate, cell, outgate; optional peepholes; the layer's
+    nonlinearities) for a single input ``x`` of shape (batch, inputs).
+    """
+    gate_names = ("ingate", "forgetgate", "cell", "outgate")
+    W_in = T.concatenate([getattr(decoder, "W_in_to_" + g) for g in gate_names], axis=1)
+    W_hid = T.concatenate([getattr(decoder, "W_hid_to_" + g) for g in gate_names], axis=1)
+    b = T.concatenate([getattr(decoder, "b_" + g) for g in gate_names], axis=0)
+    gates = T.dot(x, W_in) + b + T.dot(hid_prev, W_hid)
+    n = decoder.num_units
+    ingate, forgetgate, cell_input, outgate = (gates[:, i * n:(i + 1) * n]
+                                               for i in range(4))
+    if decoder.peepholes:
+        ingate += cell_prev * decoder.W_cell_to_ingate
+        forgetgate += cell_prev * decoder.W_cell_to_forgetgate
+    ingate = decoder.nonlinearity_ingate(ingate)
+    forgetgate = decoder.nonlinearity_forgetgate(forgetgate)
+    cell_input = decoder.nonlinearity_cell(cell_input)
+    cell = forgetgate * cell_prev + ingate * cell_input
+    # Lasagne master adds the output gate's peephole *before* the sigmoid
+    # (0.1 added it after; captioning.lasagne_compat backports the fix);
+    # tests/test_model.py checks this tick against the full graph.
+    if decoder.peepholes:
+        outgate += cell * decoder.W_cell_to_outgate
+    outgate = decoder.nonlinearity_outgate(outgate)
+    hid = outgate * decoder.nonlinearity(cell)
+    return cell, hid
+
+
+# ---------------------------------------------------------------- model directory
+def save_model(model, model_dir, extra=None):
+    """Write ``model_dir/params.npz`` and ``model_dir/model.json``.
+
+    Parameters
+    ----------
+    model : CaptionModel
+    model_dir : str or Path
+        Created if missing. Files are replaced atomically, so an interrupt
+        never leaves a half-written model.
+    extra : dict, optional
+        More JSON-able facts to keep in ``model.json`` (e.g. training
+        history).
+    """
+    os.makedirs(model_dir, exist_ok=True)
+    config = {"format_version": FORMAT_VERSION,
+              "hyper_parameters": model.hyper,
+              "vocabulary": model.vocab.words}
+    config.update(extra or {})
+    _atomic_write(os.path.join(model_dir, PARAMS_FILE),
+                  lambda f: np.savez(f, **model.get_param_values()))
+    _atomic_write(os.path.join(model_dir, CONFIG_FILE),
+                  lambda f: f.write(json.dumps(config, indent=1).encode()))
+
+
+def _atomic_write(path, write):
+    """Call ``write(binary file)`` on a temporary file, then rename it to
+    ``path``: readers see the old file or the new one, never half of one."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_config(model_dir):
+    """``model.json`` of a model directory, checked; raises ModelFileError."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.isdir(model_dir):
+        raise ModelFileError("model directory %s does not exist (train one "
+                             "with `caption train`)" % model_dir)
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except FileNotFoundError:
+        raise ModelFileError("%s is missing: %s is not a trained model "
+                             "directory" % (path, model_dir))
+    except (OSError, ValueError) as error:
+        raise ModelFileError("cannot read %s: %s" % (path, error))
+    if not isinstance(config, dict) or \
+            config.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError("%s is not a model file of format %d"
+                             % (path, FORMAT_VERSION))
+    for key in ("hyper_parameters", "vocabulary"):
+        if key not in config:
+            raise ModelFileError("%s has no %r" % (path, key))
+    return config
+
+
+def load_model(model_dir):
+    """Rebuild the model saved in ``model_dir``.
+
+    Raises
+    ------
+    ModelFileError
+        If a file is missing or unreadable, or the weights do not fit the
+        vocabulary and hyper-parameters recorded beside them (the message
+        names each mismatching array).
+    """
+    config = read_config(model_dir)
+    try:
+        vocab = Vocabulary(config["vocabulary"])
+        model = CaptionModel(vocab, **config["hyper_parameters"])
+    except (TypeError, ValueError) as error:
+        raise ModelFileError("%s: %s" % (os.path.join(model_dir, CONFIG_FILE),
+                                         error))
+    path = os.path.join(model_dir, PARAMS_FILE)
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            values = {k: saved[k] for k in saved.files}
+    except FileNotFoundError:
+        raise ModelFileError("%s is missing (was training interrupted before "
+                             "its first epoch ended?)" % path)
+    except (OSError, ValueError) as error:
+        raise ModelFileError("cannot read %s: %s" % (path, error))
+    model.set_param_values(values, source=path)
+    return model

@@ -1,0 +1,186 @@
+"""The seminar graph: vocabulary, loss, padding, one-tick decoder, model dir."""
+import json
+
+import numpy as np
+import pytest
+
+from _caption_fakes import WORDS, fake_codes, tiny_model
+
+import theano
+from captioning.model import (END, PAD_ix, START, UNK, CaptionModel,
+                              ModelFileError, Vocabulary, caption_tokens,
+                              load_model, save_model)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+def sentences(vocab, *captions):
+    return vocab.as_matrix([[START] + c.split() + [END] for c in captions])
+
+
+# ---------------------------------------------------------------- vocabulary
+def test_vocabulary_build_keeps_words_seen_five_times():
+    tokens = [caption_tokens("A dog runs .")] * 5 + \
+             [caption_tokens("a cat")] * 4 + [caption_tokens("the Dog")]
+    vocab = Vocabulary.build(tokens)
+    # specials first, then by count (dog 6, a 9 -> a first); cat (4) is out
+    assert vocab.words == [UNK, START, END, "a", "dog", "runs"]
+    assert (vocab.unk_ix, vocab.start_ix, vocab.end_ix) == (0, 1, 2)
+
+
+def test_caption_tokens_normalise_like_the_metrics():
+    assert caption_tokens("A Dog , running .") == [START, "a", "dog", "running", END]
+
+
+def test_as_matrix_pads_with_minus_one_and_maps_unknown_words():
+    vocab = Vocabulary(WORDS)
+    m = vocab.as_matrix([[START, "w0", "zebra", END], [START, END]])
+    assert m.dtype == np.int32
+    assert m.tolist() == [[1, 3, 0, 2], [1, 2, PAD_ix, PAD_ix]]
+    assert vocab.as_matrix([[START, "w0", "w1"]], max_len=2).tolist() == [[1, 3]]
+    assert vocab.decode([1, 3, 4, 2, 5]) == ["w0", "w1"]
+
+
+def test_vocabulary_rejects_bad_word_lists():
+    with pytest.raises(ValueError, match="starts with"):
+        Vocabulary(["a", UNK, START, END])
+    with pytest.raises(ValueError, match="repeats"):
+        Vocabulary([UNK, START, END, "a", "a"])
+
+
+# ---------------------------------------------------------------- graph
+def test_graph_is_the_seminars(model):
+    layers = model.layers
+    assert layers["probabilities"].output_shape == (None, None, len(WORDS))
+    assert layers["embedding"].output_shape == (None, None, 8)
+    assert layers["image_dense"].output_shape == (None, 16)
+    # the image code sets the LSTM's initial cell, the mask its lengths
+    assert layers["image_dense"] in layers["decoder"].input_layers
+    assert layers["mask"] in layers["decoder"].input_layers
+    assert layers["decoder"].grad_clipping == 5
+
+
+def reference_loss(probs, matrix):
+    """Mean cross-entropy over the non-PAD next tokens, in numpy."""
+    total, count = 0.0, 0
+    for i, row in enumerate(matrix):
+        for t in range(1, len(row)):
+            if row[t] != PAD_ix:
+                total -= np.log(probs[i, t - 1, row[t]])
+                count += 1
+    return total / count
+
+
+def test_val_loss_is_the_masked_mean_cross_entropy(model):
+    codes = model.prepare_codes(fake_codes(3))
+    matrix = sentences(model.vocab, "w0 w1 w2", "w3", "w4 w5 w6 w7 w8")
+    probs = model.get_probs(codes, matrix)
+    assert probs.shape == (3, matrix.shape[1], len(WORDS))
+    np.testing.assert_allclose(probs.sum(axis=2), 1, rtol=1e-5)
+    assert float(model.val_step(codes, matrix)) == pytest.approx(
+        reference_loss(probs, matrix), rel=1e-5)
+
+
+def test_padding_changes_nothing(model):
+    codes = model.prepare_codes(fake_codes(2))
+    matrix = sentences(model.vocab, "w0 w1", "w2")
+    padded = np.hstack([matrix, np.full((2, 4), PAD_ix, np.int32)])
+    assert float(model.val_step(codes, padded)) == pytest.approx(
+        float(model.val_step(codes, matrix)), rel=1e-6)
+    # PAD (-1) must not read the embedding's last row: changing that row
+    # (a word no sentence here uses) leaves the padded loss as it was.
+    W = model.layers["embedding"].W
+    saved = W.get_value()
+    try:
+        changed = saved.copy()
+        changed[-1] += 10
+        W.set_value(changed)
+        assert float(model.val_step(codes, padded)) == pytest.approx(
+            float(model.val_step(codes, matrix)), rel=1e-6)
+    finally:
+        W.set_value(saved)
+
+
+def test_compiled_functions_stay_float32(model):
+    model.compile_step()
+    functions = list(model.compile_train()) + list(model.compile_step())
+    for fn in functions:
+        wide = [node for node in fn.maker.fgraph.toposort()
+                for out in node.outputs
+                if getattr(out.type, "dtype", None) == "float64"]
+        assert not wide, "%s computes in float64: %s" % (fn.name, wide[:3])
+
+
+def test_one_tick_decoder_equals_the_full_graph(model):
+    codes = fake_codes(4, seed=1)
+    matrix = sentences(model.vocab, "w0 w1 w2 w3", "w4 w5 w6 w7",
+                       "w8 w9 w10 w11", "w0 w0 w0 w0")
+    full = model.get_probs(model.prepare_codes(codes), matrix)
+    init_state, step = model.compile_step()
+    cell, hid = init_state(model.prepare_codes(codes))
+    for t in range(matrix.shape[1]):
+        log_probs, cell, hid = step(matrix[:, t], cell, hid)
+        np.testing.assert_allclose(np.exp(log_probs), full[:, t], atol=2e-6,
+                                   err_msg="tick %d differs" % t)
+
+
+def test_train_step_lowers_the_loss(model):
+    codes = model.prepare_codes(fake_codes(4, seed=2))
+    matrix = sentences(model.vocab, "w0 w1", "w2 w3 w4", "w5", "w6 w7 w8 w9")
+    before = float(model.val_step(codes, matrix))
+    for _ in range(30):
+        loss = model.train_step(codes, matrix)
+    assert np.isfinite(loss)
+    assert float(model.val_step(codes, matrix)) < before - 0.1
+
+
+# ---------------------------------------------------------------- model dir
+def test_save_and_load_round_trip(model, tmp_path):
+    model.code_mean = np.arange(12, dtype="float32")
+    save_model(model, tmp_path / "m", extra={"note": "x"})
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "model.json", "params.npz"]
+    config = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert config["vocabulary"] == WORDS and config["note"] == "x"
+    with np.load(tmp_path / "m" / "params.npz", allow_pickle=False) as saved:
+        assert "decoder.W_in_to_cell" in saved.files
+    loaded = load_model(tmp_path / "m")
+    codes = fake_codes(2)
+    matrix = sentences(model.vocab, "w0 w1", "w2")
+    np.testing.assert_allclose(loaded.get_probs(loaded.prepare_codes(codes), matrix),
+                               model.get_probs(model.prepare_codes(codes), matrix),
+                               rtol=1e-6)
+    model.code_mean = np.zeros(12, "float32")
+
+
+def test_load_says_what_does_not_fit(model, tmp_path):
+    save_model(model, tmp_path / "m")
+    config_path = tmp_path / "m" / "model.json"
+    config = json.loads(config_path.read_text())
+    config["vocabulary"] = config["vocabulary"] + ["extra"]
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ModelFileError,
+                       match=r"embedding\.W has shape \(15, 8\), the model needs \(16, 8\)"):
+        load_model(tmp_path / "m")
+
+    config["vocabulary"] = WORDS
+    config["hyper_parameters"]["lstm_units"] = 32
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match="decoder.W_hid_to_cell has shape"):
+        load_model(tmp_path / "m")
+
+
+def test_load_missing_files(tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_model(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFileError, match="model.json is missing"):
+        load_model(tmp_path / "empty")
+
+
+def test_unknown_hyper_parameter():
+    with pytest.raises(ValueError, match="unknown hyper-parameters"):
+        CaptionModel(Vocabulary(WORDS), hidden=3)
