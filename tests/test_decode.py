@@ -1,0 +1,97 @@
+"""Greedy, sampling and beam search on a tiny random model."""
+import itertools
+
+import numpy as np
+import pytest
+
+from _caption_fakes import fake_codes, tiny_model
+
+from captioning import decode
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def codes():
+    return fake_codes(16, seed=3)
+
+
+def test_greedy_gives_words_without_special_tokens(model, codes):
+    captions = decode.greedy(model, codes, max_len=8)
+    assert len(captions) == len(codes)
+    for words in captions:
+        assert len(words) <= 8
+        assert not {"#START#", "#END#", "#UNK#"} & set(words)
+
+
+def test_greedy_follows_the_full_graph(model, codes):
+    # Feeding the greedy caption back through the full graph, each word
+    # must be the argmax of the full graph's next-word probabilities.
+    vocab = model.vocab
+    for i, words in enumerate(decode.greedy(model, codes[:4], max_len=8)):
+        ids = [vocab.start_ix] + [vocab.index[w] for w in words]
+        probs = model.get_probs(model.prepare_codes(codes[i:i + 1]),
+                                np.array([ids], dtype="int32"))[0]
+        probs[:, [vocab.start_ix, vocab.unk_ix]] = 0
+        chosen = ids[1:] + ([vocab.end_ix] if len(words) < 8 else [])
+        assert probs[:len(chosen)].argmax(axis=1).tolist() == chosen
+
+
+def test_beam_of_one_is_greedy(model, codes):
+    assert decode.beam_search(model, codes, k=1, max_len=10) == \
+        decode.greedy(model, codes, max_len=10)
+
+
+def test_sampling_at_low_temperature_is_greedy(model, codes):
+    rng = np.random.RandomState(0)
+    assert decode.sample(model, codes, temperature=1e-4, max_len=10, rng=rng) \
+        == decode.greedy(model, codes, max_len=10)
+
+
+def test_sampling_is_random_at_temperature_one(model, codes):
+    a = decode.sample(model, codes, rng=np.random.RandomState(1))
+    b = decode.sample(model, codes, rng=np.random.RandomState(2))
+    assert a != b
+    assert a == decode.sample(model, codes, rng=np.random.RandomState(1))
+
+
+def score(model, code, words):
+    """Length-normalised log-probability of ``words + #END#``, full graph."""
+    vocab = model.vocab
+    ids = [vocab.start_ix] + [vocab.index[w] for w in words] + [vocab.end_ix]
+    probs = model.get_probs(model.prepare_codes(code[None]),
+                            np.array([ids], dtype="int32"))[0]
+    return sum(np.log(probs[t, ids[t + 1]]) for t in range(len(ids) - 1)) / (len(ids) - 1)
+
+
+def test_wide_beam_finds_the_best_normalised_caption(model, codes):
+    # With a beam wider than the number of candidates at any tick (12 words
+    # x 12 words x 15 tokens at the third), beam search is exhaustive:
+    # compare with brute force over every caption of <= 2 words
+    # (#START# and #UNK# excluded, as the decoder does).
+    words = model.vocab.words[3:]
+    candidates = [list(c) for n in range(3)
+                  for c in itertools.product(words, repeat=n)]
+    for i in range(3):
+        best = max(candidates, key=lambda c: score(model, codes[i], c))
+        found = decode.beam_search(model, codes[i:i + 1], k=2500, max_len=3)[0]
+        assert score(model, codes[i], found) == pytest.approx(
+            score(model, codes[i], best), abs=1e-5)
+
+
+def test_beam_search_batches_like_single_images(model, codes):
+    together = decode.beam_search(model, codes[:5], k=3)
+    alone = [decode.beam_search(model, codes[i:i + 1], k=3)[0] for i in range(5)]
+    assert together == alone
+
+
+def test_caption_strings_and_bad_arguments(model, codes):
+    texts = decode.caption(model, codes[:3], beam=2, batch_size=2)
+    assert texts == [" ".join(w) for w in decode.beam_search(model, codes[:3], k=2)]
+    with pytest.raises(ValueError, match="temperature"):
+        decode.sample(model, codes, temperature=0)
+    with pytest.raises(ValueError, match="beam width"):
+        decode.beam_search(model, codes, k=0)
