@@ -135,8 +135,6 @@ def download(url, dest, expected_size=None, sha256=None, progress=True,
                 raise DownloadError("server resumed at byte %d, not %d; "
                                     "delete %s and rerun" % (first, start,
                                                              part))
-            if total is not None and response.status == 200:
-                total = total            # Content-Length is the whole file
             if (expected_size is not None and total is not None
                     and total != expected_size):
                 part.unlink(missing_ok=True)
