@@ -332,9 +332,13 @@ def _load_captions_json(path):
 
 def _load_captions_pcl(path):
     try:
-        obj = safe_load(path)
+        obj = safe_load(path, allow_numpy=True)
     except UnsafePickleError as error:
         raise DataError("%s: %s" % (path, error)) from None
+    if isinstance(obj, np.ndarray):         # tolerate array containers
+        obj = obj.tolist()
+    if isinstance(obj, (list, tuple)):
+        obj = [c.tolist() if isinstance(c, np.ndarray) else c for c in obj]
     bad_bytes = []
     out = []
     for i, caps in enumerate(obj if isinstance(obj, (list, tuple)) else []):

@@ -119,6 +119,14 @@ def test_python2_bundle_with_utf8_text(tmp_path):
     assert load_dataset(tmp_path).captions == [["caf\u00e9 au lait"]]
 
 
+def test_caption_arrays_in_pickle_load_as_lists(tmp_path):
+    captions = np.array([["a cat", "the cat"], ["a dog", "one dog"]],
+                        dtype=object)
+    write_bundle(tmp_path, np.zeros((2, 1000), np.float32), captions)
+    assert load_dataset(tmp_path).captions == [["a cat", "the cat"],
+                                               ["a dog", "one dog"]]
+
+
 def test_finish_seminar_records_files_and_keeps_originals(tmp_path):
     codes = np.ones((10, 1000), np.float32)
     write_bundle(tmp_path, codes, [["a dog"]] * 10)
