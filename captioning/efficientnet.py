@@ -13,8 +13,8 @@ The network (Tan & Le 2019, "lite" variant of the TensorFlow TPU repo):
 * TensorFlow "SAME" padding: output size ceil(in / stride); the padding
   total is split with the extra pixel at the bottom/right. For 3x3 stride 2
   on an even size that is 0 on top, 1 at the bottom, which a symmetric
-  Lasagne ``pad`` cannot express, so stride-2 convolutions get an explicit
-  :class:`SamePadLayer`.
+  Lasagne ``pad`` cannot express, so the stride-2 stem gets an explicit
+  :class:`SamePadLayer` and the depthwise layers pad internally.
 
 This mirrors ``efficientnet-lite-pytorch==0.1.0`` (the Lite variant of
 lukemelas' EfficientNet-PyTorch), whose state-dict names the weights of
@@ -35,6 +35,7 @@ from lasagne.layers import (Conv2DLayer, DenseLayer, ElemwiseSumLayer,
                             GlobalPoolLayer, InputLayer, Layer,
                             NonlinearityLayer)
 
+from .depthwise import DepthwiseConv2DLayer
 from .pth import load_state_dict
 
 __all__ = ["BLOCKS", "BN_EPS", "INPUT_SIZE", "build_model", "preprocess",
@@ -95,15 +96,23 @@ class SamePadLayer(Layer):
 
 
 def _conv(incoming, name, num_filters, kernel, stride=1, groups=1,
-          nonlinearity=relu6, layers=None):
+          nonlinearity=relu6, layers=None, depthwise="direct"):
     """Conv (+ folded BN) + activation with TF SAME padding; registers the
     layers it makes in ``layers``."""
     h, w = incoming.output_shape[2:]
+    padding = (same_padding(h, kernel, stride), same_padding(w, kernel, stride))
+    if groups > 1 and depthwise == "direct":
+        # Direct C loop: pads, adds the bias and clips in one pass (see
+        # captioning.depthwise for why it beats grouped CorrMM here).
+        layer = DepthwiseConv2DLayer(incoming, kernel, stride=stride,
+                                     padding=padding,
+                                     relu6=nonlinearity is relu6, name=name)
+        layers[name] = layer
+        return layer
     if stride == 1:
         # Odd kernel, stride 1: SAME is symmetric, Lasagne's pad does it.
         pad = kernel // 2
     else:
-        padding = (same_padding(h, kernel, stride), same_padding(w, kernel, stride))
         incoming = SamePadLayer(incoming, padding, name=name + ".pad")
         layers[name + ".pad"] = incoming
         pad = 0
@@ -116,13 +125,19 @@ def _conv(incoming, name, num_filters, kernel, stride=1, groups=1,
     return layer
 
 
-def build_model(input_size=INPUT_SIZE):
+def build_model(input_size=INPUT_SIZE, depthwise="direct"):
     """Build EfficientNet-Lite0 (random weights; see :func:`load_weights`).
 
     Parameters
     ----------
     input_size : int
         Height and width of the input images (224 for the released weights).
+    depthwise : {'direct', 'grouped'}
+        How the depthwise convolutions run: 'direct' (default) uses
+        :class:`captioning.depthwise.DepthwiseConv2DLayer`, a C loop about
+        10x faster on CPU; 'grouped' uses Lasagne's
+        ``Conv2DLayer(num_groups=C, flip_filters=False)`` (Theano's grouped
+        CorrMM). Same parameters, same outputs up to float rounding.
 
     Returns
     -------
@@ -147,7 +162,7 @@ def build_model(input_size=INPUT_SIZE):
             if expand != 1:
                 net = _conv(net, name + ".expand", hidden, 1, layers=layers)
             net = _conv(net, name + ".depthwise", hidden, kernel, stride=stride,
-                        groups=hidden, layers=layers)
+                        groups=hidden, layers=layers, depthwise=depthwise)
             net = _conv(net, name + ".project", out_channels, 1,
                         nonlinearity=None, layers=layers)
             if stride == 1 and in_channels == out_channels:
