@@ -229,8 +229,16 @@ class CaptionModel:
                 named[name] = param
         return named
 
+    # Speed: take the cross-entropy on the output layer's own softmax rows,
+    # the pattern Theano fuses into one stable op (log-sum-exp, no separate
+    # softmax/clip/gradient passes over batch*time x n_tokens). Same loss and
+    # gradient; tests/test_speed_equivalence.py compares both ways.
+    fused_loss = True
+
     def loss(self, deterministic):
         """Mean cross-entropy of the next word over the non-PAD targets."""
+        if self.fused_loss:
+            return self._fused_loss(deterministic)
         probs = get_output(self.layers["probabilities"],
                            deterministic=deterministic)
         n_tokens = len(self.vocab)
@@ -243,6 +251,26 @@ class CaptionModel:
             predicted, references.reshape((-1,))).reshape(references.shape)
         # Mean over non-PAD tokens (casting keeps it float32: an int sum
         # in the denominator would upcast the loss to float64).
+        return (xent * output_mask).sum() / output_mask.sum()
+
+    def _fused_loss(self, deterministic):
+        """:meth:`loss` as ``categorical_crossentropy(softmax rows)``.
+
+        The output layer's rows are (batch, tick) in row-major order; row
+        (b, t) is scored against word t+1, and the last tick of each row,
+        which has no next word, is masked out. ``minimum(xent, -log 1e-7)``
+        is the clip of the unfused form (same value, zero gradient beyond).
+        """
+        probs = get_output(self.layers["output"], deterministic=deterministic)
+        floatX = theano.config.floatX
+        next_words = T.concatenate(
+            [self.word_ids[:, 1:], T.zeros_like(self.word_ids[:, :1])], axis=1)
+        mask = T.cast(self.sentence_mask, floatX)
+        output_mask = T.concatenate([mask[:, 1:], T.zeros_like(mask[:, :1])],
+                                    axis=1).flatten()
+        xent = lasagne.objectives.categorical_crossentropy(
+            probs, next_words.flatten())
+        xent = T.minimum(xent, np.float32(-np.log(np.float32(1e-7))))
         return (xent * output_mask).sum() / output_mask.sum()
 
     # ------------------------------------------------------------ training
@@ -403,7 +431,7 @@ def lstm_tick(decoder, x, cell_prev, hid_prev):
 
 
 # ---------------------------------------------------------------- model directory
-def save_model(model, model_dir, extra=None):
+def save_model(model, model_dir, extra=None, weights=True):
     """Write ``model_dir/params.npz`` and ``model_dir/model.json``.
 
     Parameters
@@ -415,14 +443,19 @@ def save_model(model, model_dir, extra=None):
     extra : dict, optional
         More JSON-able facts to keep in ``model.json`` (e.g. training
         history).
+    weights : bool
+        Also write ``params.npz``; False updates only ``model.json`` (whose
+        vocabulary and hyper-parameters must then be those of the saved
+        weights).
     """
     os.makedirs(model_dir, exist_ok=True)
     config = {"format_version": FORMAT_VERSION,
               "hyper_parameters": model.hyper,
               "vocabulary": model.vocab.words}
     config.update(extra or {})
-    _atomic_write(os.path.join(model_dir, PARAMS_FILE),
-                  lambda f: np.savez(f, **model.get_param_values()))
+    if weights:
+        _atomic_write(os.path.join(model_dir, PARAMS_FILE),
+                      lambda f: np.savez(f, **model.get_param_values()))
     _atomic_write(os.path.join(model_dir, CONFIG_FILE),
                   lambda f: f.write(json.dumps(config, indent=1).encode()))
 

@@ -1,0 +1,205 @@
+"""`caption train | describe | evaluate` end to end on a tiny fake Flickr8k.
+
+The CNN is replaced by a fake ``captioning.extract`` (codes from the mean
+colour), so the only slow part is compiling one tiny training graph.
+"""
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioning.cli import main
+
+COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20)}
+CAPTIONS = {
+    "red": ["A red square .", "a red box", "The red square on white .",
+            "red square", "a square that is red"],
+    "blue": ["A blue square .", "a blue box", "The blue square on white .",
+             "blue square", "a square that is blue"],
+    "green": ["A green square .", "a green box", "the green square",
+              "green square", "a square that is green"],
+}
+TRAIN = ["r%d.jpg" % i for i in range(3)] + ["b%d.jpg" % i for i in range(3)] + \
+        ["g%d.jpg" % i for i in range(2)]
+DEV = ["r9.jpg", "b9.jpg", "g9.jpg"]
+
+
+def colour_of(name):
+    return {"r": "red", "b": "blue", "g": "green"}[name[0]]
+
+
+def fake_extract_codes(image_paths, cnn="efficientnet_lite0", batch_size=32,
+                       weights=None, progress=True):
+    """Same contract as captioning.extract.extract_codes: N rows (NaN for
+    failures) and a list of (path, reason)."""
+    codes = np.full((len(image_paths), 1000), np.nan, dtype="float32")
+    failures = []
+    for i, path in enumerate(image_paths):
+        try:
+            pixels = np.asarray(Image.open(path).convert("RGB"), "float32")
+        except Exception as error:  # noqa: BLE001 (any unreadable file)
+            failures.append((str(path), "cannot identify image (%s)"
+                             % type(error).__name__))
+            continue
+        mean = pixels.mean(axis=(0, 1)) / 255.0
+        codes[i] = np.tile(mean, 334)[:1000] + 0.01 * np.arange(1000) / 1000
+    return codes, failures
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A fake Flickr8k folder, a fake CNN, a private code cache."""
+    root = tmp_path_factory.mktemp("flickr8k")
+    (root / "images").mkdir()
+    lines = []
+    for name in TRAIN + DEV:
+        Image.new("RGB", (32, 32), COLOURS[colour_of(name)]).save(
+            root / "images" / name)
+        lines += ["%s#%d\t%s" % (name, j, c)
+                  for j, c in enumerate(CAPTIONS[colour_of(name)])]
+    (root / "images" / "broken.jpg").write_bytes(b"not a jpeg")
+    (root / "Flickr8k.token.txt").write_text("\n".join(lines) + "\n")
+    (root / "Flickr_8k.trainImages.txt").write_text("\n".join(TRAIN) + "\n")
+    (root / "Flickr_8k.devImages.txt").write_text("\n".join(DEV) + "\n")
+
+    patch = pytest.MonkeyPatch()
+    fake = types.ModuleType("captioning.extract")
+    fake.extract_codes = fake_extract_codes
+    fake.register = lambda subparsers: None
+    patch.setitem(sys.modules, "captioning.extract", fake)
+    patch.setenv("CAPTION_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    yield root
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def trained(env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    rc = main(["train", "--flickr8k", str(env), "--out", str(out),
+               "--epochs", "2", "--embed-size", "8", "--lstm-units", "16",
+               "--batch-size", "8"])
+    assert rc == 0
+    return out
+
+
+def last_json(text):
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_train_writes_a_model_directory(trained):
+    names = sorted(p.name for p in trained.iterdir())
+    assert names == ["loss.png", "model.json", "params.npz", "train_state.npz"]
+    config = json.loads((trained / "model.json").read_text())
+    assert config["hyper_parameters"]["lstm_units"] == 16
+    assert {"a", "red", "square", "blue"} <= set(config["vocabulary"])
+    history = config["training"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert (trained / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_resumes_from_the_last_epoch(env, trained, capsys):
+    rc = main(["train", "--flickr8k", str(env), "--out", str(trained),
+               "--epochs", "3"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "resuming %s after epoch 2" % trained in captured.err
+    assert last_json(captured.out)["epochs"] == 3
+
+
+def test_train_rejects_a_folder_that_is_not_flickr8k(tmp_path, capsys):
+    rc = main(["train", "--flickr8k", str(tmp_path), "--out", str(tmp_path / "m")])
+    assert rc == 2
+    assert "is not a Flickr8k folder" in capsys.readouterr().err
+
+
+def test_describe_prints_one_line_per_image(env, trained, capsys):
+    images = [str(env / "images" / n) for n in ("r9.jpg", "b9.jpg")]
+    assert main(["describe", "--model", str(trained), "--beam", "2"] + images) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == images
+    assert all(line.split("\t")[1] for line in lines)
+
+
+def test_describe_reports_bad_images_and_captions_the_rest(env, trained, capsys):
+    good = str(env / "images" / "g9.jpg")
+    missing = str(env / "images" / "nope.jpg")
+    broken = str(env / "images" / "broken.jpg")
+    rc = main(["describe", "--model", str(trained), missing, good, broken])
+    assert rc == 2
+    captured = capsys.readouterr()
+    assert [l.split("\t")[0] for l in captured.out.splitlines()] == [good]
+    assert "nope.jpg: no such file" in captured.err
+    assert "broken.jpg: cannot read this image" in captured.err
+
+
+def test_describe_without_a_model(env, tmp_path, capsys):
+    rc = main(["describe", "--model", str(tmp_path / "none"),
+               str(env / "images" / "r9.jpg")])
+    assert rc == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_describe_with_a_model_whose_vocabulary_does_not_fit(env, trained,
+                                                            tmp_path, capsys):
+    broken = tmp_path / "m"
+    broken.mkdir()
+    config = json.loads((trained / "model.json").read_text())
+    config["vocabulary"].append("zebra")
+    (broken / "model.json").write_text(json.dumps(config))
+    (broken / "params.npz").write_bytes((trained / "params.npz").read_bytes())
+    rc = main(["describe", "--model", str(broken), str(env / "images" / "r9.jpg")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "do not fit this model" in err and "embedding.W has shape" in err
+
+
+def test_evaluate_scores_the_listed_images(env, trained, capsys):
+    rc = main(["evaluate", "--model", str(trained), "--images", str(env / "images"),
+               "--captions", str(env / "Flickr8k.token.txt"),
+               "--list", str(env / "Flickr_8k.devImages.txt"), "--beam", "3"])
+    assert rc == 0
+    result = last_json(capsys.readouterr().out)
+    assert sorted(result) == ["bleu1", "bleu2", "bleu3", "bleu4", "cider",
+                              "n_images"]
+    assert result["n_images"] == 3
+    assert 0 <= result["bleu4"] <= result["bleu1"] <= 1
+
+
+def test_evaluate_defaults_to_every_image_of_the_token_file(env, trained, capsys):
+    rc = main(["evaluate", "--model", str(trained), "--images", str(env / "images"),
+               "--captions", str(env / "Flickr8k.token.txt")])
+    assert rc == 0
+    assert last_json(capsys.readouterr().out)["n_images"] == len(TRAIN + DEV)
+
+
+def test_evaluate_leaves_out_bad_entries_and_exits_2(env, trained, tmp_path, capsys):
+    listing = tmp_path / "list.txt"
+    listing.write_text("r9.jpg\nunknown.jpg\nb9.jpg\n")
+    rc = main(["evaluate", "--model", str(trained), "--images", str(env / "images"),
+               "--captions", str(env / "Flickr8k.token.txt"), "--list", str(listing)])
+    assert rc == 2
+    captured = capsys.readouterr()
+    assert last_json(captured.out)["n_images"] == 2
+    assert "unknown.jpg: not in" in captured.err
+
+
+@pytest.mark.parametrize("problem", ["empty list", "missing captions", "no images dir"])
+def test_evaluate_bad_input(env, trained, tmp_path, capsys, problem):
+    args = {"--model": str(trained), "--images": str(env / "images"),
+            "--captions": str(env / "Flickr8k.token.txt")}
+    if problem == "empty list":
+        (tmp_path / "empty.txt").write_text("\n")
+        args["--list"] = str(tmp_path / "empty.txt")
+        expected = "no images to evaluate"
+    elif problem == "missing captions":
+        args["--captions"] = str(tmp_path / "nope.txt")
+        expected = "cannot read --captions"
+    else:
+        args["--images"] = str(tmp_path / "nope")
+        expected = "is not a folder"
+    rc = main(["evaluate"] + [x for kv in args.items() for x in kv])
+    assert rc == 2
+    assert expected in capsys.readouterr().err
