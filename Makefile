@@ -44,5 +44,9 @@ notebook: setup
 	rm -rf runs/notebook
 	CAPTION_RUN_DIR=$(CURDIR)/runs/notebook $(PY) -m captioning.notebook_run $(NOTEBOOK) $(NOTEBOOK) --scrub-dataset-outputs
 
+# CNN encoders' images/s (Lasagne EfficientNet-Lite0, Lasagne GoogLeNet, onnxruntime).
+bench-cnn: setup
+	$(PY) benchmarks/bench_cnn.py
+
 clean:
 	rm -rf $(VENV) .theano_cache runs build
