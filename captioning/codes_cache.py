@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from captioning.data import encode_images
+from captioning.data import atomic_write, encode_images
 
 __all__ = ["cache_dir", "cached_codes"]
 
@@ -84,9 +84,6 @@ def cached_codes(image_paths, cnn="efficientnet_lite0", progress=True):
 
 
 def _save(cache_file, cached):
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_name(cache_file.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(cache_file) as f:
         np.savez(f, keys=np.array(list(cached)),
                  codes=np.array(list(cached.values()), dtype="float32"))
-    os.replace(tmp, cache_file)

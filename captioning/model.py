@@ -30,6 +30,7 @@ from lasagne.layers import (InputLayer, EmbeddingLayer, DropoutLayer,
                             get_all_layers)
 
 from broadcast import BroadcastLayer, UnbroadcastLayer
+from captioning.data import atomic_write
 from captioning.metrics import tokenize
 
 __all__ = ["PAD_ix", "UNK", "START", "END", "Vocabulary", "CaptionModel",
@@ -438,8 +439,9 @@ def save_model(model, model_dir, extra=None, weights=True):
     ----------
     model : CaptionModel
     model_dir : str or Path
-        Created if missing. Files are replaced atomically, so an interrupt
-        never leaves a half-written model.
+        Created if missing. Files are replaced atomically
+        (:func:`captioning.data.atomic_write`), so an interrupt never leaves
+        a half-written model.
     extra : dict, optional
         More JSON-able facts to keep in ``model.json`` (e.g. training
         history).
@@ -454,23 +456,10 @@ def save_model(model, model_dir, extra=None, weights=True):
               "vocabulary": model.vocab.words}
     config.update(extra or {})
     if weights:
-        _atomic_write(os.path.join(model_dir, PARAMS_FILE),
-                      lambda f: np.savez(f, **model.get_param_values()))
-    _atomic_write(os.path.join(model_dir, CONFIG_FILE),
-                  lambda f: f.write(json.dumps(config, indent=1).encode()))
-
-
-def _atomic_write(path, write):
-    """Call ``write(binary file)`` on a temporary file, then rename it to
-    ``path``: readers see the old file or the new one, never half of one."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with atomic_write(os.path.join(model_dir, PARAMS_FILE)) as f:
+            np.savez(f, **model.get_param_values())
+    with atomic_write(os.path.join(model_dir, CONFIG_FILE), "w") as f:
+        json.dump(config, f, indent=1)
 
 
 def read_config(model_dir):

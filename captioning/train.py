@@ -19,7 +19,6 @@ The photos' CNN codes are computed once and cached
 import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -155,6 +154,7 @@ def plot_history(history, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from captioning.data import atomic_write
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
@@ -166,10 +166,9 @@ def plot_history(history, path):
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("dev BLEU-4 (greedy)")
     fig.tight_layout()
-    tmp = str(path) + ".tmp.png"
-    fig.savefig(tmp, dpi=80)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=80)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _state_variables(model):
