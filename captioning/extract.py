@@ -390,7 +390,8 @@ def register(subparsers):
     """Add the ``extract`` subcommand (see :mod:`captioning.cli`)."""
     parser = subparsers.add_parser(
         "extract", help="encode images into CNN codes (N x 1000 logits)",
-        description=__doc__.split("\n\n", 1)[1].split("The Python entry")[0],
+        # The module docstring minus its title/usage block and Python notes.
+        description=__doc__[__doc__.index("Writes"):__doc__.index("The Python entry")],
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     parser.add_argument("--cnn", choices=CNNS, default="efficientnet_lite0",
                         help="CNN (default: efficientnet_lite0, weights "
