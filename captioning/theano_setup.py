@@ -4,6 +4,7 @@ Theano reads ``THEANO_FLAGS`` when it is imported, so this module must run
 first: ``import captioning`` does that for notebooks, tests and scripts.
 A user's own ``THEANO_FLAGS`` entries always win over these defaults.
 """
+import importlib.util
 import logging
 import os
 import sys
@@ -21,11 +22,37 @@ def _default_compiledir():
     return str(Path.home() / ".cache" / "theano-captioning")
 
 
+def _blas_ldflags():
+    """Link Theano's C ops straight to the OpenBLAS inside the scipy wheel.
+
+    ``scipy.libs/libopenblasp-*.so`` exports the plain LP64 Fortran names
+    (``sgemm_``, ``sgemv_``, ...) that Theano's C code calls. numpy's own
+    copy (``numpy.libs/libopenblas64_*``) is ILP64 with ``64_``-suffixed
+    symbols, so it cannot be used. ``--disable-new-dtags`` makes the rpath
+    also find the library's own dependency (libgfortran) beside it
+    (spelt with -Xlinker: THEANO_FLAGS cannot hold a comma).
+    Returns "" (Theano then calls BLAS through numpy's C-API, slower)
+    when there is no such library.
+    """
+    try:
+        spec = importlib.util.find_spec("scipy")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
+        return ""
+    libs = Path(spec.origin).resolve().parent.parent / "scipy.libs"
+    found = sorted(libs.glob("libopenblas*.so*")) if libs.is_dir() else []
+    found = [f for f in found if "openblas64" not in f.name]
+    if not found or any(c in str(libs) for c in " ,'\""):
+        return ""
+    return "-L%s -l:%s -Xlinker --disable-new-dtags" % (libs, found[0].name)
+
+
 DEFAULT_FLAGS = {
     "floatX": "float32",
-    # Empty: Theano 1.0.5 otherwise asks numpy for `blas_opt_info`, which
-    # numpy >= 1.22 no longer has, and crashes on import.
-    "blas.ldflags": "",
+    # Empty would make Theano 1.0.5 ask numpy for `blas_opt_info` (gone in
+    # numpy >= 1.22, crash) and then use numpy's C-API for BLAS (slow).
+    "blas.ldflags": _blas_ldflags(),
     "base_compiledir": _default_compiledir(),
     "device": "cpu",
 }
