@@ -18,6 +18,7 @@ The photos' CNN codes are computed once and cached
 """
 import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
 
+import argparse
 import json
 import sys
 import time
@@ -56,17 +57,12 @@ def register(subparsers):
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
                    help="stop after this many epochs (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE,
-                   help=argparse_suppress())
+                   help=argparse.SUPPRESS)  # tuning knob for tests
     p.add_argument("--embed-size", type=int, default=None,
-                   help=argparse_suppress())
+                   help=argparse.SUPPRESS)  # tuning knob for tests
     p.add_argument("--lstm-units", type=int, default=None,
-                   help=argparse_suppress())
+                   help=argparse.SUPPRESS)  # tuning knob for tests
     p.set_defaults(func=run)
-
-
-def argparse_suppress():
-    import argparse
-    return argparse.SUPPRESS  # tuning knobs for tests, not part of --help
 
 
 def load_flickr8k(folder):
