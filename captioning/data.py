@@ -432,7 +432,21 @@ def load_dataset(data_dir="data"):
 
     validate(codes, captions, names, split)
     meta.setdefault("source", source)
+    meta["image_dir"] = _image_folder(d, meta)
     return Dataset(codes, captions, names, split, source, meta)
+
+
+def _image_folder(data_dir, meta):
+    """Where the photos behind the codes are, as a str, or None (the COCO
+    bundle ships codes only; Flickr8k photos stay in their own folder)."""
+    if meta.get("images_dir"):
+        folder = Path(data_dir) / meta["images_dir"]
+    elif meta.get("flickr8k_dir"):
+        from .flickr8k import _image_dir
+        folder = _image_dir(meta["flickr8k_dir"])
+    else:
+        folder = None
+    return str(folder) if folder is not None and folder.is_dir() else None
 
 
 # ------------------------------------------------------------------ save

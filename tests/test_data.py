@@ -271,6 +271,7 @@ def test_flickr8k_build(tmp_path, monkeypatch):
     assert back.source == "flickr8k" and back.names == names
     assert back.captions == ds.captions
     assert "Hodosh" in back.meta["citation"]
+    assert back.meta["image_dir"] == str(tmp_path / "f8k" / "images")
 
 
 def test_flickr8k_without_lists_gets_seeded_split(tmp_path, monkeypatch):

@@ -169,6 +169,7 @@ def test_build_synthetic(tmp_path, monkeypatch):
     back = load_dataset(out)
     assert back.source == "synthetic" and back.meta["generated"] is True
     assert back.captions == ds.captions and back.names == ds.names
+    assert back.meta["image_dir"] == str(out / "images")
 
 
 def test_build_synthetic_refuses_to_replace_other_data(tmp_path, monkeypatch):
