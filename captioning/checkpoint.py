@@ -5,10 +5,10 @@ one epoch: a checkpoint is written atomically after every epoch, and
 re-running the training cell continues from it.
 """
 import json
-import os
-import tempfile
 
 import numpy as np
+
+from .data import atomic_write
 
 __all__ = ["save_checkpoint", "load_checkpoint"]
 
@@ -18,16 +18,8 @@ def save_checkpoint(path, shared_variables, history):
     to ``path`` (.npz) atomically: a crash never leaves a half-written file."""
     arrays = {"v%04d" % i: v.get_value() for i, v in enumerate(shared_variables)}
     arrays["history"] = np.frombuffer(json.dumps(history).encode(), np.uint8)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def load_checkpoint(path, shared_variables):

@@ -300,6 +300,10 @@ def atomic_write(path, mode="wb"):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".",
                                suffix=".tmp", dir=path.parent)
+    # mkstemp makes the file private (0600); give it the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else
                                     {"encoding": "utf-8"})) as f:

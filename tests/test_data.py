@@ -417,3 +417,15 @@ def test_cli_flickr8k_and_check(tmp_path, monkeypatch, capsys):
     assert run_cli(["data", "check", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "caption data synthetic" in err
+
+
+def test_atomic_write_gives_usual_permissions(tmp_path):
+    import os
+    from captioning.data import atomic_write
+    umask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "f.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
