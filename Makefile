@@ -21,6 +21,11 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@# optional speed-ups for Theano's C code, built for this machine (captioning/fastmath.py)
+	$(PY) captioning/fastmath.py || echo "(optional) no vectorised exp/log: Theano keeps its scalar loops"
+	$(PY) captioning/fastmath.py --pch || echo "(optional) no precompiled header: slower cold compiles"
+	@echo "compiling the seminar's train graph once (warm Theano cache for tests and notebook)..."
+	$(PY) benchmarks/bench_train_step.py --compile-only
 	@touch $@
 	@echo "setup done: $(VENV) ready"
 
@@ -47,6 +52,14 @@ notebook: setup
 # CNN encoders' images/s (Lasagne EfficientNet-Lite0, Lasagne GoogLeNet, onnxruntime).
 bench-cnn: setup
 	$(PY) benchmarks/bench_cnn.py
+
+# Theano vs PyTorch CPU train step of the seminar graph; torch is a bench-only
+# extra (requirements-bench.txt), installed on first use with numpy kept.
+# BENCH_ARGS=--sizes large for E=H=512, batch 100, L=20.
+bench: setup
+	@$(PY) -c 'import torch' 2>/dev/null || \
+	  { $(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt -c requirements.txt && $(PY) -m pip check; }
+	$(PY) benchmarks/bench_train_step.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .theano_cache runs build

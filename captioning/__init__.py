@@ -11,3 +11,7 @@ configure_theano()
 from . import lasagne_compat  # noqa: E402  (needs the flags above)
 
 lasagne_compat.apply()
+
+from . import theano_opt  # noqa: E402  (CPU speed rewrites, same math)
+
+theano_opt.register()

@@ -1,0 +1,223 @@
+"""Native helpers for Theano's C code: vectorised exp/log, precompiled headers.
+
+:func:`build_pch` precompiles the headers every Theano module starts with
+(cold compiles about twice as fast). :func:`build` makes the vectorised
+exp/log library, through Theano's ``lib.amdlibm`` hook:
+
+Theano calls ``exp`` one element at a time (glibc's scalar ``expf``), which
+made the output softmax (batch*time x 10,373 exponentials per step) the
+slowest op after the matrix products. With ``lib.amdlibm=True`` Theano
+instead calls ``amd_vrsa_expf(n, x, y)`` & co. on whole contiguous arrays
+(in the softmax, the cross-entropy and contiguous Elemwise exp/log/sin/cos/
+pow). AMD's libm is not on PyPI, so :func:`build` compiles a small library
+with that API here, on this machine (``make setup``): each function is a
+plain loop over the C library's function, compiled with ``-O3 -ffast-math
+-march=native`` so that GCC calls glibc's SIMD versions (libmvec,
+``_ZGV*_expf``, within a few ulp of the scalar ones) -- nothing AMD-specific
+runs. It lives in the virtualenv (``<venv>/lib/captioning-fastmath``), so
+a copied compile cache never carries it to another CPU; Theano's own
+``-march`` flags already keep compiled modules apart per CPU.
+
+:func:`theano_flags` gives the flags ``captioning.theano_setup`` adds when
+the library is built and passed its self-check; otherwise nothing changes.
+"""
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["LIBDIR", "build", "theano_flags", "is_built"]
+
+LIBDIR = Path(sys.prefix) / "lib" / "captioning-fastmath"
+LIBRARY = LIBDIR / "libamdlibm.so"
+
+_UNARY = ["exp", "log", "log2", "log10", "sin", "cos"]
+
+HEADER = """\
+/* amdlibm's array API, implemented by captioning/fastmath.py (see there). */
+#ifndef CAPTIONING_FASTMATH_AMDLIBM_H
+#define CAPTIONING_FASTMATH_AMDLIBM_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+%s
+void amd_vrsa_powf(long n, const float *x, const float *y, float *z);
+void amd_vrsa_powxf(long n, const float *x, float y, float *z);
+#ifdef __cplusplus
+}
+#endif
+#endif
+""" % "\n".join("void amd_vrsa_%sf(long n, const float *x, float *y);\n"
+                "void amd_vrda_%s(long n, const double *x, double *y);" % (f, f)
+                for f in _UNARY)
+
+SOURCE = """\
+#include <math.h>
+#include "amdlibm.h"
+%s
+void amd_vrsa_powf(long n, const float *x, const float *y, float *z)
+{ for (long i = 0; i < n; ++i) z[i] = powf(x[i], y[i]); }
+void amd_vrsa_powxf(long n, const float *x, float y, float *z)
+{ for (long i = 0; i < n; ++i) z[i] = powf(x[i], y); }
+""" % "\n".join(
+    "void amd_vrsa_%sf(long n, const float *x, float *y)\n"
+    "{ for (long i = 0; i < n; ++i) y[i] = %sf(x[i]); }\n"
+    "void amd_vrda_%s(long n, const double *x, double *y)\n"
+    "{ for (long i = 0; i < n; ++i) y[i] = %s(x[i]); }" % (f, f, f, f)
+    for f in _UNARY)
+
+# Allowed relative error against numpy (float32 ulp is 6e-8; libmvec's
+# float functions are within ~4 ulp).
+TOLERANCE = 1e-6
+
+
+def is_built():
+    return LIBRARY.is_file() and (LIBDIR / "amdlibm.h").is_file()
+
+
+PCH = LIBDIR / "theano_pch.h"
+# What every module Theano compiles starts with (theano.gof.cc), in order.
+PCH_HEADERS = ["<Python.h>", "<iostream>", '"theano_mod_helper.h"', "<math.h>",
+               "<numpy/arrayobject.h>", "<numpy/arrayscalars.h>"]
+
+
+def theano_flags():
+    """``{flag: value}`` for THEANO_FLAGS from what :func:`build` and
+    :func:`build_pch` made, else {}."""
+    if any(c in str(LIBDIR) for c in " ,'\""):
+        return {}
+    d = str(LIBDIR)
+    flags, cxxflags = {}, []
+    if is_built():
+        flags["lib.amdlibm"] = "True"
+        cxxflags += ["-I%s -L%s -Xlinker -rpath -Xlinker %s" % (d, d, d)]
+    if PCH.is_file() and PCH.with_suffix(".h.gch").is_file():
+        # gcc uses the .gch when it fits the module's flags, else reads the
+        # header (same code, slower): never wrong, at worst not faster.
+        cxxflags += ["-include %s" % PCH]
+    if cxxflags:
+        flags["gcc.cxxflags"] = " ".join(cxxflags)
+    return flags
+
+
+def build_pch(compiler="g++"):
+    """Precompile the headers every Theano C module starts with.
+
+    Parsing Python.h, numpy and <iostream> is most of the ~1.5 s that g++
+    takes per module; a cold compile of the train graph builds ~100 modules.
+    The header is precompiled with the flags Theano passes (-O3, -g, its
+    -march/-m flags for this CPU, -fPIC, ...), so gcc accepts it; Theano
+    then passes ``-include theano_pch.h`` (see :func:`theano_flags`).
+    Needs Theano (imports ``captioning`` first). Returns True on success.
+    """
+    import sysconfig
+    import numpy
+    import captioning  # noqa: F401  (flags first)
+    import theano
+    from theano.gof.cmodule import GCC_compiler
+
+    raw = ["-O3", "-fno-math-errno"] + GCC_compiler.compile_args()
+    args, i = ["-g"], 0
+    while i < len(raw):
+        if raw[i] == "--param":
+            args += raw[i:i + 2]
+            i += 2
+            continue
+        if raw[i].startswith(("-m", "-D", "-f", "-O")):
+            args.append(raw[i])
+        i += 1
+    includes = ["-I" + sysconfig.get_paths()["include"], "-I" + numpy.get_include(),
+                "-I" + os.path.join(os.path.dirname(theano.__file__), "gof", "c_code")]
+    LIBDIR.mkdir(parents=True, exist_ok=True)
+    # Guarded: Theano also passes gcc.cxxflags to small test programs
+    # compiled without Python's include path (its -march detection).
+    header = ("#if defined(__has_include)\n"
+              "#if __has_include(<Python.h>) && __has_include(<numpy/arrayobject.h>)"
+              " && __has_include(\"theano_mod_helper.h\")\n"
+              + "".join("#include %s\n" % h for h in PCH_HEADERS)
+              + "#endif\n#endif\n")
+    gch = PCH.with_suffix(".h.gch")
+    tmp = gch.with_suffix(".tmp")
+    try:
+        PCH.write_text(header)
+        subprocess.run([compiler] + args + includes + ["-x", "c++-header", str(PCH),
+                                                       "-o", str(tmp)],
+                       check=True, capture_output=True, text=True)
+        os.replace(tmp, gch)
+    except (OSError, subprocess.CalledProcessError) as error:
+        for f in (PCH, gch, tmp):
+            if f.exists():
+                f.unlink()
+        print("captioning.fastmath: no precompiled header (%s)"
+              % str(getattr(error, "stderr", "") or error).strip()[-500:], file=sys.stderr)
+        return False
+    print("captioning.fastmath: precompiled %s" % gch)
+    return True
+
+
+def _self_check(path):
+    import numpy as np
+    lib = ctypes.CDLL(str(path))
+    tiny = np.array([1e-38], np.float32) / np.float32(1e3)
+    if tiny[0] == 0:
+        raise RuntimeError("loading it turned on flush-to-zero")
+    rng = np.random.RandomState(0)
+    cases = {"exp": rng.uniform(-80, 10, 4099), "log": rng.uniform(1e-30, 1e4, 4099),
+             "sin": rng.uniform(-10, 10, 4099), "cos": rng.uniform(-10, 10, 4099)}
+    for name, x in cases.items():
+        for suffix, dtype, tol in (("f", np.float32, TOLERANCE), ("", np.float64, 1e-13)):
+            xs = x.astype(dtype)
+            ys = np.empty_like(xs)
+            fn = getattr(lib, ("amd_vrsa_%sf" if suffix else "amd_vrda_%s") % name)
+            fn(ctypes.c_long(xs.size), xs.ctypes.data_as(ctypes.c_void_p),
+               ys.ctypes.data_as(ctypes.c_void_p))
+            ref = getattr(np, name)(xs.astype(np.float64))
+            err = np.abs(ys - ref) / np.maximum(np.abs(ref), np.finfo(dtype).tiny)
+            if not np.all(err <= tol) and not np.allclose(ys, ref, rtol=tol, atol=1e-7):
+                raise RuntimeError("%s%s differs from numpy by %.3g" % (name, suffix, err.max()))
+
+
+def build(compiler=None, quiet=False):
+    """Compile and self-check the library into :data:`LIBDIR`.
+
+    Returns True on success. On any failure nothing is installed (Theano
+    keeps its own scalar loops) and the reason is printed.
+    """
+    compiler = compiler or os.environ.get("CC") or shutil.which("gcc") or "cc"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "amdlibm.h").write_text(HEADER)
+        (tmp / "fastmath.c").write_text(SOURCE)
+        lib = tmp / "libamdlibm.so"
+        obj = tmp / "fastmath.o"
+        # Compile with -ffast-math (what lets GCC use libmvec), but link
+        # without it: linking with it adds crtfastmath.o, which would turn
+        # on flush-to-zero for the whole process when the library loads.
+        compile_cmd = [compiler, "-O3", "-ffast-math", "-march=native", "-fPIC",
+                       "-c", "-o", str(obj), str(tmp / "fastmath.c")]
+        link_cmd = [compiler, "-shared", "-o", str(lib), str(obj), "-lm"]
+        try:
+            for cmd in (compile_cmd, link_cmd):
+                subprocess.run(cmd, check=True, capture_output=True, text=True)
+            _self_check(lib)
+        except (OSError, subprocess.CalledProcessError, RuntimeError) as error:
+            detail = getattr(error, "stderr", "") or error
+            print("captioning.fastmath: not built (%s); Theano keeps its scalar "
+                  "exp/log" % str(detail).strip()[-500:], file=sys.stderr)
+            return False
+        LIBDIR.mkdir(parents=True, exist_ok=True)
+        for name in ("amdlibm.h", "libamdlibm.so"):
+            shutil.copyfile(tmp / name, LIBDIR / (name + ".tmp"))
+            os.replace(LIBDIR / (name + ".tmp"), LIBDIR / name)
+    if not quiet:
+        print("captioning.fastmath: built %s" % LIBRARY)
+    return True
+
+
+if __name__ == "__main__":
+    if "--pch" in sys.argv:
+        sys.exit(0 if build_pch() else 1)
+    sys.exit(0 if build() else 1)

@@ -1,0 +1,92 @@
+"""The speed settings do not change what the model computes.
+
+Two fresh processes train the same small model (same seed, same batch) for
+one adam step:
+
+* *fast*: the project's defaults (BLAS linked directly, the optimizer
+  settings of captioning/theano_setup.py, the fused cross-entropy of
+  CaptionModel) and ``warn_float64=raise``, so any float64 variable in the
+  train or validation graph is an error;
+* *baseline*: ``blas.ldflags`` empty (BLAS through numpy's C-API), Theano's
+  own optimizer (without captioning.theano_opt's rewrites), Theano's own
+  exp/log loops, the unfused loss (``fused_loss = False``).
+
+The loss and the parameters after the step must agree to float32 precision.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+RUN = textwrap.dedent("""
+    import os, sys
+    import captioning
+    import lasagne, numpy as np, theano
+    from captioning.model import CaptionModel, Vocabulary
+    CaptionModel.fused_loss = os.environ["SPEED_BASELINE"] != "1"
+    lasagne.random.set_rng(np.random.RandomState(42))
+    words = ["#UNK#", "#START#", "#END#"] + ["w%d" % i for i in range(57)]
+    model = CaptionModel(Vocabulary(words), embed_size=8, lstm_units=12)
+    rng = np.random.RandomState(0)
+    codes = rng.randn(6, 1000).astype("float32")
+    sentences = np.full((6, 7), -1, dtype="int32")
+    for i, n in enumerate([7, 5, 4, 7, 3, 6]):
+        sentences[i, :n] = [1] + list(rng.randint(3, 60, size=n - 2)) + [2]
+    train_step, val_step = model.compile_train()
+    val_before = val_step(codes, sentences)
+    loss = train_step(codes, sentences)
+    values = {name: p.get_value() for name, p in model.named_params().items()}
+    np.savez(sys.argv[1], loss=loss, val_before=val_before,
+             val_after=val_step(codes, sentences), **values)
+    print("flags:", theano.config.blas.ldflags or "(numpy C-API)",
+          theano.config.optimizer_excluding, "fused:", CaptionModel.fused_loss)
+""")
+
+
+def run(tmp_path, name, flags, baseline):
+    env = dict(os.environ)
+    env["THEANO_FLAGS"] = flags
+    env["SPEED_BASELINE"] = "1" if baseline else "0"
+    out = tmp_path / (name + ".npz")
+    result = subprocess.run([sys.executable, "-c", RUN, str(out)], env=env,
+                            cwd=ROOT, text=True, capture_output=True)
+    return result, out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("speed")
+    fast = run(tmp, "fast", "warn_float64=raise", baseline=False)
+    base = run(tmp, "baseline", "blas.ldflags=,optimizer_excluding="
+               "captioning_sum0_to_gemv,lib.amdlibm=False,gcc.cxxflags=",
+               baseline=True)
+    return fast, base
+
+
+def test_no_float64_in_the_train_and_val_graphs(runs):
+    (result, _), _ = runs
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fused: True" in result.stdout
+
+
+def test_fast_settings_compute_what_the_baseline_computes(runs):
+    (fast, fast_out), (base, base_out) = runs
+    assert fast.returncode == 0, fast.stderr[-3000:]
+    assert base.returncode == 0, base.stderr[-3000:]
+    assert "(numpy C-API)" in base.stdout and "fused: False" in base.stdout
+    assert "(numpy C-API)" not in fast.stdout, "BLAS is not linked directly"
+    with np.load(fast_out) as f, np.load(base_out) as b:
+        assert set(f.files) == set(b.files)
+        for key in ("loss", "val_before", "val_after"):
+            np.testing.assert_allclose(f[key], b[key], rtol=2e-6, err_msg=key)
+        for key in sorted(set(f.files) - {"loss", "val_before", "val_after"}):
+            assert f[key].dtype == np.float32, key
+            # one adam step moves a weight by at most ~learning rate (1e-3)
+            np.testing.assert_allclose(f[key], b[key], rtol=1e-5, atol=1e-6,
+                                       err_msg=key)
