@@ -148,6 +148,7 @@ def evaluate_dev(model, codes, rows, tokens, dev_refs, batch_size=500):
 def plot_history(history, path):
     """Loss per epoch (train, dev) and dev BLEU-4, as a PNG."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from captioning.data import atomic_write
@@ -161,6 +162,8 @@ def plot_history(history, path):
     ax2.plot(epochs, [h["bleu4"] for h in history], "o-", color="C2")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("dev BLEU-4 (greedy)")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     fig.tight_layout()
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=80)
