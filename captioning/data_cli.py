@@ -1,13 +1,13 @@
 """``caption data seminar|flickr8k|synthetic [options] [--out DIR]``.
 
-Makes a data directory in the seminar's formats (see
-:mod:`captioning.data`) from one of three sources:
+Makes a data directory in the seminar's formats (described in
+data/README.md) from one of three sources:
 
 seminar    the seminar's COCO bundle (download, 506 MB, resumable)
 flickr8k   a Flickr8k folder, encoded by the CNN
 synthetic  a generated picture world, offline (the default to try first)
 
-``caption data check [--out DIR]`` loads a directory and prints a summary.
+`caption data check [--out DIR]` loads a directory and prints a summary.
 """
 import argparse
 import sys
