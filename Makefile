@@ -32,7 +32,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 test: setup
 	@start=$$(date +%s); \
 	rm -rf runs/nbval; \
-	$(CI_NOTEBOOK_ENV) $(PY) -m pytest -p no:cacheprovider tests --nbval-lax --current-env notebooks; rc=$$?; \
+	$(CI_NOTEBOOK_ENV) $(PY) -m pytest -p no:cacheprovider tests --nbval-lax --current-env --nbval-cell-timeout=3000 notebooks; rc=$$?; \
 	echo "suite wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 unit: setup
