@@ -203,8 +203,14 @@ def main(argv=None):
                         help="skip both compile-time subprocesses (quick runs)")
     parser.add_argument("--profile", action="store_true",
                         help="print Theano's profile of the train step")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS/OpenMP threads for both sides (default: "
+                             "the libraries' own choice, all cores)")
     parser.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.threads:  # before OpenBLAS (Theano's, via scipy) or torch load
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
     if args.compile_only:
         return compile_only(args.sizes)
 
@@ -255,6 +261,8 @@ def main(argv=None):
         else:
             torch_batches = [(torch.from_numpy(c), torch.from_numpy(s).long())
                              for c, s in batches]
+            if args.threads:
+                torch.set_num_threads(args.threads)
             torch_step = build_torch(size)
             print("PyTorch %s, %d threads" % (torch.__version__, torch.get_num_threads()))
 

@@ -86,11 +86,13 @@ PCH_HEADERS = ["<Python.h>", "<iostream>", '"theano_mod_helper.h"', "<math.h>",
 
 def theano_flags():
     """``{flag: value}`` for THEANO_FLAGS from what :func:`build` and
-    :func:`build_pch` made, else {}."""
+    :func:`build_pch` made (at least -g0)."""
     if any(c in str(LIBDIR) for c in " ,'\""):
         return {}
     d = str(LIBDIR)
-    flags, cxxflags = {}, []
+    # -g0: Theano compiles every module with -g; the debug info is ~20% of
+    # g++'s time and only useful to whoever debugs Theano's C code in gdb.
+    flags, cxxflags = {}, ["-g0"]
     if is_built():
         flags["lib.amdlibm"] = "True"
         cxxflags += ["-I%s -L%s -Xlinker -rpath -Xlinker %s" % (d, d, d)]
@@ -98,8 +100,7 @@ def theano_flags():
         # gcc uses the .gch when it fits the module's flags, else reads the
         # header (same code, slower): never wrong, at worst not faster.
         cxxflags += ["-include %s" % PCH]
-    if cxxflags:
-        flags["gcc.cxxflags"] = " ".join(cxxflags)
+    flags["gcc.cxxflags"] = " ".join(cxxflags)
     return flags
 
 
@@ -108,7 +109,7 @@ def build_pch(compiler="g++"):
 
     Parsing Python.h, numpy and <iostream> is most of the ~1.5 s that g++
     takes per module; a cold compile of the train graph builds ~100 modules.
-    The header is precompiled with the flags Theano passes (-O3, -g, its
+    The header is precompiled with the flags Theano passes (-O3, -g0, its
     -march/-m flags for this CPU, -fPIC, ...), so gcc accepts it; Theano
     then passes ``-include theano_pch.h`` (see :func:`theano_flags`).
     Needs Theano (imports ``captioning`` first). Returns True on success.
@@ -120,7 +121,7 @@ def build_pch(compiler="g++"):
     from theano.gof.cmodule import GCC_compiler
 
     raw = ["-O3", "-fno-math-errno"] + GCC_compiler.compile_args()
-    args, i = ["-g"], 0
+    args, i = ["-g0"], 0  # as theano_flags() passes
     while i < len(raw):
         if raw[i] == "--param":
             args += raw[i:i + 2]
