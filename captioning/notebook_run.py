@@ -4,9 +4,10 @@
 
 Environment variables (CAPTION_*) are passed to the kernel, so they select
 the data and the training length (see the notebook's parameters cell).
-``--scrub-dataset-outputs`` empties the outputs of cells tagged
-``shows-dataset`` (they display photos or human captions of the data set,
-which may not be redistributed with the project) and leaves a note instead.
+``--scrub-dataset-outputs`` (for the committed copy) empties the outputs of
+cells tagged ``shows-dataset`` (they display photos or human captions of the
+data set, which may not be redistributed with the project), leaving a note,
+and drops progress-bar redraws.
 """
 import argparse
 import os
@@ -32,6 +33,21 @@ def scrub_dataset_outputs(nb):
     return count
 
 
+def drop_transient_stderr(nb):
+    """Drop progress-bar redraws and Theano compile-lock waits from outputs:
+    they describe the run, not the lesson, and bloat a committed notebook."""
+    count = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = [o for o in cell.outputs
+                if not (o.output_type == "stream" and o.name == "stderr"
+                        and (o.text.startswith("\r") or "compilelock" in o.text))]
+        count += len(cell.outputs) - len(kept)
+        cell.outputs = kept
+    return count
+
+
 def run(src, dst, scrub=False, timeout=None):
     nb = nbformat.read(src, as_version=4)
     workdir = os.path.dirname(os.path.abspath(src))
@@ -41,6 +57,7 @@ def run(src, dst, scrub=False, timeout=None):
     print("executed %s in %.0f s" % (src, time.time() - start))
     if scrub:
         print("scrubbed %d dataset outputs" % scrub_dataset_outputs(nb))
+        print("dropped %d transient stderr outputs" % drop_transient_stderr(nb))
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     nbformat.write(nb, dst)
     print("wrote", dst)
