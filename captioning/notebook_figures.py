@@ -27,8 +27,9 @@ def show_captioned(photos, caption_fn, save_path=None, columns=3, width=30):
         print("no photos to show")
         return {}
     rows = -(-len(names) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.6 * rows),
-                             squeeze=False)
+    # constrained layout leaves room for multi-line titles above every row
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 5.0 * rows),
+                             squeeze=False, layout="constrained")
     shown = {}
     for ax, name in zip(axes.flat, names):
         captions = caption_fn(photos[name])
@@ -41,7 +42,6 @@ def show_captioned(photos, caption_fn, save_path=None, columns=3, width=30):
         ax.set_yticks([])
     for ax in axes.flat[len(names):]:
         ax.axis("off")
-    fig.tight_layout()
     if save_path:
         fig.savefig(save_path, dpi=90, bbox_inches="tight")
     plt.show()
