@@ -79,9 +79,17 @@ def matmul_flops(size):
 
 
 # ---------------------------------------------------------------- Theano
+# --baseline: the project as it was before the speed work (BLAS through
+# numpy's C-API, Theano's own optimizer and exp loops, unfused loss).
+BASELINE_FLAGS = ("blas.ldflags=,optimizer_excluding=captioning_sum0_to_gemv,"
+                  "lib.amdlibm=False,gcc.cxxflags=")
+
+
 def build_theano(size):
     import captioning  # noqa: F401  (flags first)
     from captioning.model import CaptionModel, Vocabulary
+    if os.environ.get("BENCH_BASELINE") == "1":
+        CaptionModel.fused_loss = False
     words = ["#UNK#", "#START#", "#END#"] + ["w%d" % i for i in range(size["V"] - 3)]
     return CaptionModel(Vocabulary(words), embed_size=size["E"],
                         lstm_units=size["H"], cnn_feature_size=size["C"])
@@ -203,11 +211,17 @@ def main(argv=None):
                         help="skip both compile-time subprocesses (quick runs)")
     parser.add_argument("--profile", action="store_true",
                         help="print Theano's profile of the train step")
+    parser.add_argument("--baseline", action="store_true",
+                        help="Theano without the speed changes, for before/after")
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS/OpenMP threads for both sides (default: "
                              "the libraries' own choice, all cores)")
     parser.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.baseline:  # user flags still win; subprocesses inherit both
+        os.environ["BENCH_BASELINE"] = "1"
+        os.environ["THEANO_FLAGS"] = ",".join(filter(None, [
+            BASELINE_FLAGS, os.environ.get("THEANO_FLAGS", "")]))
     if args.threads:  # before OpenBLAS (Theano's, via scipy) or torch load
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
             os.environ[var] = str(args.threads)
@@ -227,7 +241,8 @@ def main(argv=None):
           % (cpu_model(), os.cpu_count(), platform.python_version(),
              theano.__version__, np.__version__))
     print("sizes: %s" % ", ".join("%s=%d" % kv for kv in size.items()))
-    print("theano flags: %s" % os.environ.get("THEANO_FLAGS"))
+    print("theano flags: %s%s" % (os.environ.get("THEANO_FLAGS"),
+                                  " (BASELINE: unfused loss)" if args.baseline else ""))
 
     # Warm compile: the project's compiledir, after making sure it holds
     # this graph (this process compiles it, a fresh one times it).
