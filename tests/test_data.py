@@ -393,7 +393,7 @@ def test_flickr8k_env_var_overrides_default(monkeypatch, tmp_path):
     assert data.default_flickr8k_dir() == tmp_path
     monkeypatch.delenv("CAPTION_FLICKR8K_DIR")
     assert data.default_flickr8k_dir() == (data.REPO_ROOT.parent / "shared"
-                                           / "flickr8k")
+                                           / "flickr8k").resolve()
 
 
 # ------------------------------------------------------------ CLI
