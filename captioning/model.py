@@ -133,6 +133,9 @@ DEFAULT_HYPER = {
     "embed_size": 256,
     "lstm_units": 512,
     "dropout": 0.5,
+    # dropout on the LSTM's outputs before the softmax: the seed invites
+    # "some dropout here and there"; Flickr8k's 30k captions overfit fast
+    "output_dropout": 0.5,
     "grad_clipping": 5.0,
     "learning_rate": 1e-3,
 }
@@ -146,7 +149,7 @@ class CaptionModel:
     vocab : Vocabulary
     **hyper
         Overrides of :data:`DEFAULT_HYPER` (``embed_size``, ``lstm_units``,
-        ``dropout``, ``grad_clipping``, ``learning_rate``,
+        ``dropout``, ``output_dropout``, ``grad_clipping``, ``learning_rate``,
         ``cnn_feature_size``).
 
     Attributes
@@ -207,7 +210,11 @@ class CaptionModel:
                             cell_init=l_image_dense, mask_input=l_mask,
                             grad_clipping=h["grad_clipping"], name="decoder")
         l_broadcast = BroadcastLayer(decoder, (0, 1), name="broadcast")
-        l_output = DenseLayer(l_broadcast, n_tokens,
+        l_ticks = l_broadcast
+        if h["output_dropout"]:
+            l_ticks = DropoutLayer(l_broadcast, p=h["output_dropout"],
+                                   name="output_dropout")
+        l_output = DenseLayer(l_ticks, n_tokens,
                               nonlinearity=lasagne.nonlinearities.softmax,
                               name="output")
         l_probs = UnbroadcastLayer(l_output, broadcast_layer=l_broadcast,
