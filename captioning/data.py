@@ -446,8 +446,8 @@ def _image_folder(data_dir, meta):
     if meta.get("images_dir"):
         folder = Path(data_dir) / meta["images_dir"]
     elif meta.get("flickr8k_dir"):
-        from .flickr8k import _image_dir
-        folder = _image_dir(meta["flickr8k_dir"])
+        from .flickr8k import image_folder
+        folder = image_folder(meta["flickr8k_dir"])
     else:
         folder = None
     return str(folder) if folder is not None and folder.is_dir() else None

@@ -21,7 +21,7 @@ from .data import (DataError, Dataset, _examples, check_target, encode_images,
                    make_split, save_dataset, tokenize)
 
 __all__ = ["read_tokens", "read_split_lists", "collect", "build_flickr8k",
-           "is_flickr8k_dir"]
+           "is_flickr8k_dir", "image_folder"]
 
 TOKEN_FILE = "Flickr8k.token.txt"
 IMAGE_DIRS = ("images", "Flicker8k_Dataset", "Flickr8k_Dataset")
@@ -35,10 +35,11 @@ SEED = 0
 def is_flickr8k_dir(folder):
     """True if ``folder`` has the token file and an image folder."""
     folder = Path(folder)
-    return (folder / TOKEN_FILE).is_file() and _image_dir(folder) is not None
+    return (folder / TOKEN_FILE).is_file() and image_folder(folder) is not None
 
 
-def _image_dir(folder):
+def image_folder(folder):
+    """The folder of a Flickr8k directory that holds the photos, or None."""
     for name in IMAGE_DIRS:
         if (Path(folder) / name).is_dir():
             return Path(folder) / name
@@ -118,7 +119,7 @@ def collect(folder, allow_missing_images=False):
     """
     folder = Path(folder)
     token_path = folder / TOKEN_FILE
-    image_dir = _image_dir(folder)
+    image_dir = image_folder(folder)
     if not token_path.is_file() or image_dir is None:
         raise DataError(
             "%s is not a Flickr8k folder (needs %s and images/). Set "

@@ -68,10 +68,10 @@ def register(subparsers):
 def load_flickr8k(folder):
     """``{split: (image paths, raw captions per image)}`` for train and dev."""
     from captioning.data import DataError
-    from captioning.flickr8k import (TOKEN_FILE, _image_dir, read_split_lists,
+    from captioning.flickr8k import (TOKEN_FILE, image_folder, read_split_lists,
                                      read_tokens)
     folder = Path(folder)
-    image_dir = _image_dir(folder)
+    image_dir = image_folder(folder)
     if not (folder / TOKEN_FILE).is_file() or image_dir is None:
         raise UsageError("%s is not a Flickr8k folder: it needs %s and "
                          "images/" % (folder, TOKEN_FILE))
