@@ -15,3 +15,7 @@ lasagne_compat.apply()
 from . import theano_opt  # noqa: E402  (CPU speed rewrites, same math)
 
 theano_opt.register()
+
+from . import parallel_compile  # noqa: E402  (g++ on all cores, same modules)
+
+parallel_compile.install()
