@@ -9,17 +9,28 @@
     accumulated in float32 (by BLAS) instead of float64: the same value to
     float32 precision (tests/test_speed_equivalence.py).
 
-Registered in Theano's optimizer database under the name below, so it can
-be switched off like any Theano rewrite:
+``vector_xent``
+    Theano's fused softmax + cross-entropy ops (forward and gradient) become
+    the versions of :mod:`captioning.xent_ops`: the same outputs, computed
+    in loops GCC vectorises (37 ms -> see README, per seminar train step).
+
+Both are registered in Theano's optimizer database under the names below,
+so they can be switched off like any Theano rewrite, e.g.
 ``THEANO_FLAGS=optimizer_excluding=captioning_sum0_to_gemv``.
 """
 import theano
 import theano.tensor as T
 from theano.gof.opt import in2out, local_optimizer
+from theano.tensor.nnet.nnet import (CrossentropySoftmax1HotWithBiasDx,
+                                     CrossentropySoftmaxArgmax1HotWithBias)
 
-__all__ = ["register", "SUM0_TO_GEMV"]
+from .xent_ops import (VectorCrossentropySoftmax1HotWithBiasDx,
+                       VectorCrossentropySoftmaxArgmax1HotWithBias)
+
+__all__ = ["register", "SUM0_TO_GEMV", "VECTOR_XENT"]
 
 SUM0_TO_GEMV = "captioning_sum0_to_gemv"
+VECTOR_XENT = "captioning_vector_xent"
 
 
 @local_optimizer([T.Sum])
@@ -38,6 +49,20 @@ def local_sum0_to_gemv(node):
     return [T.dot(ones, x)]
 
 
+_VECTOR_VERSION = {
+    CrossentropySoftmaxArgmax1HotWithBias: VectorCrossentropySoftmaxArgmax1HotWithBias,
+    CrossentropySoftmax1HotWithBiasDx: VectorCrossentropySoftmax1HotWithBiasDx,
+}
+
+
+@local_optimizer(list(_VECTOR_VERSION))
+def local_vector_xent(node):
+    vector_op = _VECTOR_VERSION.get(type(node.op))
+    if vector_op is None:
+        return False
+    return vector_op()(*node.inputs, return_list=True)
+
+
 def register():
     """Add the rewrites to Theano's optimizer (once; before BLAS rewrites)."""
     optdb = theano.compile.optdb
@@ -48,3 +73,8 @@ def register():
         optdb.register(SUM0_TO_GEMV, in2out(local_sum0_to_gemv,
                                             name=SUM0_TO_GEMV),
                        1.65, "fast_run")
+    if VECTOR_XENT not in optdb.__db__:
+        # 48.7: after specialize (2), where Theano fuses softmax and
+        # cross-entropy and builds their gradient; before elemwise fusion.
+        optdb.register(VECTOR_XENT, in2out(local_vector_xent, name=VECTOR_XENT),
+                       48.7, "fast_run")
