@@ -6,7 +6,12 @@ evaluation ask for the same photos again and again. The cache is one
 ``$CAPTION_CACHE_DIR`` or ``~/.cache/captioning``. A photo is keyed by its
 absolute path, size and modification time, so an edited or replaced file is
 encoded again. The cache holds derived data: it lives outside the
-repository and is never committed.
+repository and is never committed. Photos are encoded in chunks and the
+cache is saved after each, so an interrupted run (Ctrl-C in the middle of
+Flickr8k) resumes where it stopped.
+
+``caption data flickr8k`` (and the notebook, through it), ``caption train``
+and ``caption evaluate`` all read photos' codes through here.
 """
 import os
 from pathlib import Path
@@ -18,6 +23,8 @@ from captioning.data import atomic_write, encode_images
 __all__ = ["cache_dir", "cached_codes"]
 
 CACHE_ENV = "CAPTION_CACHE_DIR"
+# Photos encoded between two saves of the cache (~1 min of CNN work).
+CHUNK = 512
 
 
 def cache_dir():
@@ -31,7 +38,8 @@ def _key(path):
     return "%s|%d|%d" % (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
 
 
-def cached_codes(image_paths, cnn="efficientnet_lite0", progress=True):
+def cached_codes(image_paths, cnn="efficientnet_lite0", progress=True,
+                 batch_size=32):
     """Codes of ``image_paths``, encoding only those not cached yet.
 
     Parameters
@@ -40,7 +48,9 @@ def cached_codes(image_paths, cnn="efficientnet_lite0", progress=True):
     cnn : str
         Passed to ``extract_codes``; each CNN has its own cache file.
     progress : bool
-        Show the encoder's progress bar.
+        Show the encoder's progress bar (one per chunk of photos).
+    batch_size : int
+        Photos per CNN batch, passed to ``extract_codes``.
 
     Returns
     -------
@@ -69,13 +79,18 @@ def cached_codes(image_paths, cnn="efficientnet_lite0", progress=True):
             cached = {}  # unreadable cache: rebuild it
 
     todo = sorted({i for i, key in keys.items() if key not in cached})
-    if todo:
-        codes, kept, failed = encode_images([paths[i] for i in todo], cnn=cnn,
+    if todo and progress:
+        print("encoding %d of %d photos with %s (cached in %s)"
+              % (len(todo), len(paths), cnn, cache_file))
+    for start in range(0, len(todo), CHUNK):
+        chunk = todo[start:start + CHUNK]
+        codes, kept, failed = encode_images([paths[i] for i in chunk], cnn=cnn,
+                                            batch_size=batch_size,
                                             progress=progress,
                                             skip_unreadable=True)
         failures.extend(failed)
         for row, j in zip(codes, kept):
-            cached[keys[todo[j]]] = row
+            cached[keys[chunk[j]]] = row
         _save(cache_file, cached)
 
     kept = [i for i in range(len(paths)) if keys.get(i) in cached]

@@ -606,29 +606,25 @@ def encode_images(image_paths, cnn="efficientnet_lite0", batch_size=32,
                                             batch_size=batch_size,
                                             progress=progress)
     codes = np.asarray(codes, dtype=np.float32)
-    failed = {}
-    for item in failures or []:
-        if isinstance(item, (tuple, list)):
-            failed[str(item[0])] = str(item[1]) if len(item) > 1 else "?"
-        elif isinstance(item, int):
-            failed[paths[item]] = "?"
-        else:
-            failed[str(item)] = "?"
+    if len(codes) != len(paths):
+        raise DataError("extract_codes returned %d codes for %d images"
+                        % (len(codes), len(paths)))
+    failed = {str(path): str(reason) for path, reason in failures}
     kept = [i for i, p in enumerate(paths) if p not in failed]
-    if len(codes) == len(paths):
-        codes = codes[kept]        # rows for failed images are placeholders
-    elif len(codes) != len(kept):
-        raise DataError("extract_codes returned %d codes for %d images "
-                        "(%d failures)" % (len(codes), len(paths),
-                                           len(failed)))
     failures = sorted(failed.items())
-    if failures and not skip_unreadable:
+    if not skip_unreadable:
+        refuse_unreadable(failures, len(paths))
+    return codes[kept], kept, failures
+
+
+def refuse_unreadable(failures, n_images):
+    """DataError naming the images that could not be encoded, if any."""
+    if failures:
         raise DataError(
             "%d of %d images could not be encoded (%s); fix or remove them, "
             "or pass --skip-unreadable to leave them out"
-            % (len(failures), len(paths),
+            % (len(failures), n_images,
                _examples("%s: %s" % f for f in failures)))
-    return codes, kept, failures
 
 
 # ------------------------------------------------------------------ choose

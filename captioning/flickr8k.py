@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import (DataError, Dataset, _examples, check_target, encode_images,
-                   make_split, save_dataset, tokenize)
+from .codes_cache import cached_codes
+from .data import (DataError, Dataset, _examples, check_target, make_split,
+                   refuse_unreadable, save_dataset, tokenize)
 
 __all__ = ["read_tokens", "read_split_lists", "collect", "build_flickr8k",
            "is_flickr8k_dir", "image_folder"]
@@ -196,8 +197,11 @@ def build_flickr8k(folder, out_dir="data", cnn="efficientnet_lite0",
     check_target(out_dir, "flickr8k", force)
     names, paths, captions, split, report = collect(folder,
                                                     allow_missing_images)
-    codes, kept, failures = encode_images(paths, cnn, batch_size, progress,
-                                          skip_unreadable)
+    # Through the code cache: `caption train` and re-builds reuse the codes,
+    # and an interrupted build resumes.
+    codes, kept, failures = cached_codes(paths, cnn, progress, batch_size)
+    if not skip_unreadable:
+        refuse_unreadable(failures, len(paths))
     if failures:
         report["left_out_unreadable_images"] = [f[0] for f in failures]
         print("left out %d unreadable images (listed in dataset.json)"
