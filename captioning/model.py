@@ -151,6 +151,9 @@ class CaptionModel:
         Overrides of :data:`DEFAULT_HYPER` (``embed_size``, ``lstm_units``,
         ``dropout``, ``output_dropout``, ``grad_clipping``, ``learning_rate``,
         ``cnn_feature_size``).
+    seed : int, optional
+        Seeds the initial weights and the dropout masks, so that training
+        is repeatable; None draws them from Lasagne's global generator.
 
     Attributes
     ----------
@@ -168,7 +171,7 @@ class CaptionModel:
     ``init_state``/``step`` for decoding (see :meth:`compile_step`).
     """
 
-    def __init__(self, vocab, **hyper):
+    def __init__(self, vocab, seed=None, **hyper):
         unknown = set(hyper) - set(DEFAULT_HYPER)
         if unknown:
             raise ValueError("unknown hyper-parameters: %s" % sorted(unknown))
@@ -177,7 +180,14 @@ class CaptionModel:
         n_features = self.hyper["cnn_feature_size"]
         self.code_mean = np.zeros(n_features, "float32")
         self.code_std = np.ones(n_features, "float32")
-        self._build_graph()
+        global_rng = lasagne.random.get_rng()
+        if seed is not None:
+            # Lasagne draws initial weights and dropout seeds from here.
+            lasagne.random.set_rng(np.random.RandomState(seed))
+        try:
+            self._build_graph()
+        finally:
+            lasagne.random.set_rng(global_rng)
         self._train_fns = self._probs_fn = self._step_fns = None
 
     # ------------------------------------------------------------ the graph

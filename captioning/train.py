@@ -203,7 +203,7 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
             config = read_config(out)
         except ModelFileError as error:
             raise UsageError("cannot resume from %s: %s" % (out, error))
-        model = CaptionModel(Vocabulary(config["vocabulary"]),
+        model = CaptionModel(Vocabulary(config["vocabulary"]), seed=SEED,
                              **config["hyper_parameters"])
         try:
             saved = load_checkpoint(str(state_path), _state_variables(model))
@@ -216,7 +216,7 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
               % (out, len(history), spent / 60), file=sys.stderr)
     else:
         vocab = Vocabulary.build(train_tokens)
-        model = CaptionModel(vocab, **hyper)
+        model = CaptionModel(vocab, seed=SEED, **hyper)
         model.code_mean = train_codes.mean(axis=0)
         # a floor keeps constant features from blowing up
         model.code_std = np.maximum(train_codes.std(axis=0), 1e-3)

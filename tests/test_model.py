@@ -184,3 +184,19 @@ def test_load_missing_files(tmp_path):
 def test_unknown_hyper_parameter():
     with pytest.raises(ValueError, match="unknown hyper-parameters"):
         CaptionModel(Vocabulary(WORDS), hidden=3)
+
+
+def test_a_seed_makes_the_initial_weights_repeatable():
+    import lasagne
+    before = lasagne.random.get_rng()
+    vocab = Vocabulary(WORDS)
+
+    def weights(seed):
+        model = CaptionModel(vocab, seed=seed, embed_size=4, lstm_units=6)
+        return [p.get_value() for p in model.named_params().values()]
+
+    first, again, other = weights(3), weights(3), weights(4)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other))
+    assert lasagne.random.get_rng() is before     # the global one is restored
