@@ -200,3 +200,13 @@ def test_a_seed_makes_the_initial_weights_repeatable():
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(first, other))
     assert lasagne.random.get_rng() is before     # the global one is restored
+
+
+def test_train_functions_are_compiled_with_the_speed_settings(model):
+    from captioning.xent_ops import VectorCrossentropySoftmaxArgmax1HotWithBias
+    train_step, val_step = model.compile_train()
+    for fn in (train_step, val_step):
+        assert fn.maker.linker.allow_gc is False     # buffers reused between steps
+        ops = {type(node.op).__name__ for node in fn.maker.fgraph.toposort()}
+        assert VectorCrossentropySoftmaxArgmax1HotWithBias.__name__ in ops
+        assert "Dot22Scalar" not in ops
