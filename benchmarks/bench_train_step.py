@@ -10,8 +10,9 @@ Broadcast/Dense softmax/Unbroadcast, masked cross-entropy, adam), compiled
 with the project's flags. The PyTorch side is the same network written the
 PyTorch way (nn.Embedding, nn.LSTM, fused cross-entropy, torch.optim.Adam);
 nn.LSTM has no peepholes and no in-loop gradient clipping, both elementwise
-and cheap. Both see the same batches and run alternately, so machine noise
-(other processes) hits both alike.
+and cheap. Both see the same batches and run alternately, in blocks of
+steps (``--block``), so machine noise (other processes) hits both alike
+while neither is timed right after the other's threads were busy.
 
 Printed: both medians, the ratio, the step's matmul FLOPs and GFLOP/s,
 cold (fresh compiledir, in a subprocess) and warm compile time of the train
@@ -202,9 +203,12 @@ def main(argv=None):
     parser.add_argument("--sizes", choices=sorted(SIZES), default="seminar",
                         help="seminar (E=128, H=200, batch 50, L=16) or large "
                              "(E=H=512, batch 100, L=20)")
-    parser.add_argument("--repeats", type=int, default=15,
+    parser.add_argument("--repeats", type=int, default=30,
                         help="timed steps per framework (median reported)")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--block", type=int, default=5,
+                        help="timed steps per framework before switching "
+                             "to the other (default 5)")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-cold", action="store_true",
                         help="skip the cold compile (fresh compiledir) subprocess")
@@ -287,15 +291,23 @@ def main(argv=None):
         if torch_step:
             torch_step(*torch_batches[i % len(batches)])
     t_theano, t_torch = [], []
-    for i in range(args.repeats):
-        k = i % len(batches)
-        start = time.perf_counter()
-        theano_step(*batches[k])
-        t_theano.append(time.perf_counter() - start)
-        if torch_step:
-            start = time.perf_counter()
-            torch_step(*torch_batches[k])
-            t_torch.append(time.perf_counter() - start)
+    steps = [(theano_step, batches, t_theano)]
+    if torch_step:
+        steps.append((torch_step, torch_batches, t_torch))
+    # Blocks of steps, framework after framework: each library's threads
+    # spin for a while after their work (OpenBLAS's for up to ~0.1 s), which
+    # slows the *other* library's next step; the first step of each block
+    # is not timed.
+    done = 0
+    while done < args.repeats:
+        n = min(args.block, args.repeats - done)
+        for step, data, times in steps:
+            step(*data[done % len(data)])
+            for i in range(done, done + n):
+                start = time.perf_counter()
+                step(*data[i % len(data)])
+                times.append(time.perf_counter() - start)
+        done += n
 
     flops = matmul_flops(size)
     tokens = statistics.mean(n_targets)
