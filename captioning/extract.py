@@ -4,7 +4,7 @@
 
     caption extract --cnn {efficientnet_lite0,googlenet} --images DIR
                     [--list FILE] --out CODES.npy [--weights PATH]
-                    [--batch-size N] [--no-progress]
+                    [--batch-size N] [--no-progress] [--force]
 
 Writes ``CODES.npy`` (N x 1000 float32, row i = image i) and
 ``CODES.names.txt`` (image i's name on line i). Images are taken in the
@@ -15,6 +15,10 @@ Resuming: batches are saved as they finish in ``CODES.npy.partial/``; an
 interrupted run, rerun with the same images and CNN, computes only what is
 missing. The final files are written to a temporary name and renamed
 (``os.replace``), so ``CODES.npy`` is either absent or complete.
+A finished run leaves ``CODES.run.json`` (the images' names, sizes and
+modification times, the CNN, the unreadable images): rerunning the same
+command then finds nothing to do unless an image, the CNN or ``CODES.npy``
+changed (``--force`` recomputes anyway).
 
 Unreadable images are not dropped: their row is NaN (so row i is still
 image i), they are listed at the end with the reason, and the command
@@ -271,16 +275,53 @@ def list_images(images_dir, list_file=None):
     return names
 
 
-def _names_path(out):
+def _sidecar(out, suffix):
+    """``CODES.npy`` -> ``CODES<suffix>`` beside it."""
     out = Path(out)
     stem = out.name[:-4] if out.name.endswith(".npy") else out.name
-    return out.with_name(stem + ".names.txt")
+    return out.with_name(stem + suffix)
+
+
+def _names_path(out):
+    return _sidecar(out, ".names.txt")
 
 
 def _run_id(cnn, names):
     digest = hashlib.sha1("\n".join(names).encode("utf-8")).hexdigest()
     return {"cnn": cnn.name, "weights": cnn.weights, "names_sha1": digest,
             "count": len(names)}
+
+
+def _record_path(out):
+    return _sidecar(out, ".run.json")
+
+
+def _files_sha1(paths):
+    """Digest of the images' paths, sizes and modification times."""
+    digest = hashlib.sha1()
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            digest.update(("%s|%d|%d\n" % (path, stat.st_size, stat.st_mtime_ns)).encode())
+        except OSError:
+            digest.update(("%s|missing\n" % path).encode())
+    return digest.hexdigest()
+
+
+def _output_stamp(out):
+    stat = os.stat(out)
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _finished_before(out, finished):
+    """Failures of an earlier run that already wrote ``out`` for ``finished``, or None."""
+    try:
+        record = json.loads(_record_path(out).read_text())
+        if record["run"] == finished and record["output"] == _output_stamp(out):
+            return [tuple(f) for f in record["failures"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 def _atomic_save(path, write):
@@ -320,7 +361,7 @@ def _open_partial(partial, run_id):
 
 
 def run_extract(images_dir, out, cnn="efficientnet_lite0", list_file=None,
-                weights=None, batch_size=32, progress=True):
+                weights=None, batch_size=32, progress=True, force=False):
     """The ``caption extract`` work; returns the failures [(path, reason)].
 
     See the module docstring for the files written and the resume rules.
@@ -331,6 +372,13 @@ def run_extract(images_dir, out, cnn="efficientnet_lite0", list_file=None,
     names = list_images(images_dir, list_file)
     paths = [str(Path(images_dir) / name) for name in names]
     model = get_cnn(cnn, weights)
+    finished = dict(_run_id(model, names), files_sha1=_files_sha1(paths))
+    earlier = None if force else _finished_before(out, finished)
+    if earlier is not None:
+        print("caption extract: %s already holds the codes of these %d images "
+              "(%s); nothing to do (--force recomputes)"
+              % (out, len(names), model.name), file=sys.stderr)
+        return earlier
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     done = _open_partial(partial, _run_id(model, names))
@@ -366,6 +414,9 @@ def run_extract(images_dir, out, cnn="efficientnet_lite0", list_file=None,
     _atomic_save(_names_path(out),
                  lambda f: f.write(("\n".join(names) + "\n").encode("utf-8")))
     _atomic_save(out, lambda f: np.save(f, codes))
+    record = {"run": finished, "output": _output_stamp(out),
+              "failures": [list(f) for f in failures]}
+    _atomic_save(_record_path(out), lambda f: f.write(json.dumps(record).encode()))
     shutil.rmtree(partial)
     return failures
 
@@ -373,7 +424,8 @@ def run_extract(images_dir, out, cnn="efficientnet_lite0", list_file=None,
 def _main(args):
     failures = run_extract(args.images, args.out, cnn=args.cnn,
                            list_file=args.list, weights=args.weights,
-                           batch_size=args.batch_size, progress=args.progress)
+                           batch_size=args.batch_size, progress=args.progress,
+                           force=args.force)
     total = len(list_images(args.images, args.list))
     print("wrote %s (%d x %d) and %s" % (args.out, total, NUM_CODES,
                                          _names_path(args.out)))
@@ -409,4 +461,6 @@ def register(subparsers):
                         help="images per CNN call (default 32)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar")
+    parser.add_argument("--force", action="store_true",
+                        help="recompute even if CODES.npy is already complete")
     parser.set_defaults(func=_main)

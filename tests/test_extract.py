@@ -143,3 +143,30 @@ def test_usage_errors(tmp_path, capsys):
     assert main(["extract", "--images", str(tmp_path),
                  "--out", str(tmp_path / "c.npy")]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+def test_a_finished_run_is_not_redone_unless_something_changed(
+        image_dir, direct_codes, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in GOOD[:3]:
+        (folder / name).write_bytes((image_dir / name).read_bytes())
+    out = tmp_path / "codes.npy"
+    argv = ["extract", "--images", str(folder), "--out", str(out), "--no-progress"]
+    cnn = CountingCnn()
+    monkeypatch.setattr(extract, "get_cnn", lambda cnn_name, weights=None: cnn)
+    assert main(argv) == 0 and cnn.rows == 3
+    assert (tmp_path / "codes.run.json").is_file()
+    capsys.readouterr()
+
+    assert main(argv) == 0 and cnn.rows == 3          # nothing recomputed
+    assert "nothing to do" in capsys.readouterr().err
+    assert main(argv + ["--force"]) == 0 and cnn.rows == 6
+
+    (folder / GOOD[0]).write_bytes((image_dir / GOOD[3]).read_bytes())  # changed
+    assert main(argv) == 0 and cnn.rows == 9
+    codes = np.load(out)
+    np.testing.assert_allclose(codes[0], direct_codes[GOOD[3]], atol=1e-4)
+
+    np.save(out, np.zeros((3, 1000), np.float32))      # output replaced
+    assert main(argv) == 0 and cnn.rows == 12
