@@ -243,6 +243,27 @@ TensorVariable or Layer
     LSTMLayer.__init__ = __init__
     LSTMLayer.get_output_shape_for = get_output_shape_for
     LSTMLayer.get_output_for = get_output_for
+    if LSTMLayer.__doc__ and _LSTM_EXTRA_DOC not in LSTMLayer.__doc__:
+        LSTMLayer.__doc__ = LSTMLayer.__doc__.rstrip() + "\n" + _LSTM_EXTRA_DOC
+
+
+_LSTM_EXTRA_DOC = """
+    Backported from Lasagne master (see ``captioning.lasagne_compat``; the
+    full argument list is in ``__init__``'s docstring):
+
+    hid_init, cell_init : Layer, callable, array or shared variable
+        A Layer gives the initial state per example, shape
+        ``(batch, num_units)`` (the seminar's image code as ``cell_init``);
+        it is then not a parameter of this layer.
+    peepholes
+        The output gate looks at the *new* cell inside its sigmoid:
+        ``o_t = sigmoid(... + w_co * c_t)`` (Lasagne 0.1 added it outside).
+    grad_clipping : float (default 0)
+        Bounds the gradient flowing back through each step's gate inputs;
+        0 means no clipping (Lasagne 0.1 clipped to zero).
+    only_return_final : bool (default False)
+        Return only the last step's hidden state, ``(batch, num_units)``.
+"""
 
 
 # ---------------------------------------------------------------- Conv/pool section
