@@ -23,8 +23,8 @@ from captioning.data import atomic_write, encode_images
 __all__ = ["cache_dir", "cached_codes"]
 
 CACHE_ENV = "CAPTION_CACHE_DIR"
-# Photos encoded between two saves of the cache (~1 min of CNN work).
-CHUNK = 512
+# Photos encoded between two saves of the cache (~20 s of CNN work).
+CHUNK = 256
 
 
 def cache_dir():
@@ -48,7 +48,7 @@ def cached_codes(image_paths, cnn="efficientnet_lite0", progress=True,
     cnn : str
         Passed to ``extract_codes``; each CNN has its own cache file.
     progress : bool
-        Show the encoder's progress bar (one per chunk of photos).
+        Show a progress bar (it moves once per chunk of photos).
     batch_size : int
         Photos per CNN batch, passed to ``extract_codes``.
 
@@ -79,19 +79,27 @@ def cached_codes(image_paths, cnn="efficientnet_lite0", progress=True,
             cached = {}  # unreadable cache: rebuild it
 
     todo = sorted({i for i, key in keys.items() if key not in cached})
+    bar = None
     if todo and progress:
+        from tqdm.auto import tqdm
         print("encoding %d of %d photos with %s (cached in %s)"
               % (len(todo), len(paths), cnn, cache_file))
-    for start in range(0, len(todo), CHUNK):
-        chunk = todo[start:start + CHUNK]
-        codes, kept, failed = encode_images([paths[i] for i in chunk], cnn=cnn,
-                                            batch_size=batch_size,
-                                            progress=progress,
-                                            skip_unreadable=True)
-        failures.extend(failed)
-        for row, j in zip(codes, kept):
-            cached[keys[chunk[j]]] = row
-        _save(cache_file, cached)
+        bar = tqdm(total=len(todo), unit="img", desc=cnn, dynamic_ncols=True)
+    try:
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start:start + CHUNK]
+            codes, kept, failed = encode_images(
+                [paths[i] for i in chunk], cnn=cnn, batch_size=batch_size,
+                progress=False, skip_unreadable=True)
+            failures.extend(failed)
+            for row, j in zip(codes, kept):
+                cached[keys[chunk[j]]] = row
+            _save(cache_file, cached)
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
 
     kept = [i for i in range(len(paths)) if keys.get(i) in cached]
     codes = np.array([cached[keys[i]] for i in kept], dtype="float32")
