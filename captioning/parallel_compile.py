@@ -59,9 +59,7 @@ def _is_worker():
 
 
 def _unlocked(function, *args, **kwargs):
-    """Call ``function`` with ``_theano_lock`` released if this thread holds it."""
-    if not (_is_worker() and getattr(_thread, "compiling", False)):
-        return function(*args, **kwargs)
+    """Call ``function`` with ``_theano_lock`` released (a worker holds it)."""
     _theano_lock.release()
     try:
         return function(*args, **kwargs)
@@ -71,7 +69,9 @@ def _unlocked(function, *args, **kwargs):
 
 def _output_subprocess_Popen(command, **params):
     # Theano runs g++ (and nothing slow else) through this function.
-    return _unlocked(_originals["popen"], command, **params)
+    if _is_worker() and getattr(_thread, "compiling", False):
+        return _unlocked(_originals["popen"], command, **params)
+    return _originals["popen"](command, **params)
 
 
 def _module_from_key(self, key, lnk=None, keep_lock=False):
@@ -86,11 +86,7 @@ def _module_from_key(self, key, lnk=None, keep_lock=False):
         compiling = _in_flight.get(module_hash)
         if compiling is None:
             break
-        _theano_lock.release()         # another worker is compiling it
-        try:
-            compiling.wait()
-        finally:
-            _theano_lock.acquire()
+        _unlocked(compiling.wait)      # another worker is compiling it
     done = _in_flight[module_hash] = threading.Event()
     _thread.compiling = True
     try:
