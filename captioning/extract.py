@@ -372,7 +372,8 @@ def run_extract(images_dir, out, cnn="efficientnet_lite0", list_file=None,
     names = list_images(images_dir, list_file)
     paths = [str(Path(images_dir) / name) for name in names]
     model = get_cnn(cnn, weights)
-    finished = dict(_run_id(model, names), files_sha1=_files_sha1(paths))
+    run_id = _run_id(model, names)
+    finished = dict(run_id, files_sha1=_files_sha1(paths))
     earlier = None if force else _finished_before(out, finished)
     if earlier is not None:
         print("caption extract: %s already holds the codes of these %d images "
@@ -381,7 +382,7 @@ def run_extract(images_dir, out, cnn="efficientnet_lite0", list_file=None,
         return earlier
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    done = _open_partial(partial, _run_id(model, names))
+    done = _open_partial(partial, run_id)
 
     todo = np.ones(len(names), dtype=bool)
     for start, stop in done:

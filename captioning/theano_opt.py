@@ -65,7 +65,7 @@ def local_vector_xent(node):
 
 
 def register():
-    """Add the rewrites to Theano's optimizer (once; before BLAS rewrites)."""
+    """Add the rewrites to Theano's optimizer (once)."""
     optdb = theano.compile.optdb
     if SUM0_TO_GEMV not in optdb.__db__:
         # 1.65: after stabilize (1.5), where the cross-entropy fusion and

@@ -68,11 +68,10 @@ def register(subparsers):
 def load_flickr8k(folder):
     """``{split: (image paths, raw captions per image)}`` for train and dev."""
     from captioning.data import DataError
-    from captioning.flickr8k import (TOKEN_FILE, image_folder, read_split_lists,
-                                     read_tokens)
+    from captioning.flickr8k import (TOKEN_FILE, image_folder, is_flickr8k_dir,
+                                     read_split_lists, read_tokens)
     folder = Path(folder)
-    image_dir = image_folder(folder)
-    if not (folder / TOKEN_FILE).is_file() or image_dir is None:
+    if not is_flickr8k_dir(folder):
         raise UsageError("%s is not a Flickr8k folder: it needs %s and "
                          "images/" % (folder, TOKEN_FILE))
     try:
@@ -80,6 +79,7 @@ def load_flickr8k(folder):
     except DataError as error:
         raise UsageError(str(error))
     lists = read_split_lists(folder)
+    image_dir = image_folder(folder)
     result = {}
     for split in ("train", "val"):
         if split not in lists:
