@@ -24,37 +24,85 @@ def _default_compiledir():
     return str(Path.home() / ".cache" / "theano-captioning")
 
 
-def _blas_ldflags():
-    """Link Theano's C ops straight to the OpenBLAS inside the scipy wheel.
+# Theano's C code calls the Fortran BLAS (sgemm_, sgemv_, ...) with 32-bit
+# ints; these are the OpenBLAS builds of PyPI wheels that provide them.
+BLAS_RENAMES = Path(__file__).resolve().parent / "scipy_openblas_names.h"
 
-    ``scipy.libs/libopenblasp-*.so`` exports the plain LP64 Fortran names
-    (``sgemm_``, ``sgemv_``, ...) that Theano's C code calls. numpy's own
-    copy (``numpy.libs/libopenblas64_*``) is ILP64 with ``64_``-suffixed
-    symbols, so it cannot be used. ``--disable-new-dtags`` makes the rpath
-    also find the library's own dependency (libgfortran) beside it
-    (spelt with -Xlinker: THEANO_FLAGS cannot hold a comma).
-    Returns "" (Theano then calls BLAS through numpy's C-API, slower)
-    when there is no such library.
-    """
+
+def _fits_in_flags(path):
+    # THEANO_FLAGS splits on commas and g++'s arguments on spaces.
+    return not any(c in str(path) for c in " ,'\"")
+
+
+def _package_dir(name):
     try:
-        spec = importlib.util.find_spec("scipy")
+        spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.origin:
-        return ""
-    libs = Path(spec.origin).resolve().parent.parent / "scipy.libs"
+        return None
+    return Path(spec.origin).resolve().parent
+
+
+def _scipy_openblas32():
+    """``(ldflags, cxxflags)`` for the OpenBLAS of ``scipy-openblas32``.
+
+    A current OpenBLAS (0.3.34): it knows today's CPUs and picks their best
+    kernels (AVX-512 where there is AVX-512: the seminar's big matrix
+    products ~1.7x faster than with the AVX2 kernels), while honouring
+    ``OPENBLAS_CORETYPE`` like any OpenBLAS. Its symbols are prefixed
+    (``scipy_sgemm_``); :data:`BLAS_RENAMES`, included in every module,
+    renames Theano's calls to them.
+    """
+    package = _package_dir("scipy_openblas32")
+    if package is None:
+        return None
+    lib = package / "lib" / "libscipy_openblas.so"
+    if not (lib.is_file() and BLAS_RENAMES.is_file()
+            and _fits_in_flags(lib) and _fits_in_flags(BLAS_RENAMES)):
+        return None
+    return "-L%s -l:%s" % (lib.parent, lib.name), "-include %s" % BLAS_RENAMES
+
+
+def _scipy_wheel_openblas():
+    """``(ldflags, "")`` for the OpenBLAS inside the scipy wheel (0.3.18).
+
+    ``scipy.libs/libopenblasp-*.so`` exports the plain LP64 Fortran names.
+    numpy's own copy (``numpy.libs/libopenblas64_*``) is ILP64 with
+    ``64_``-suffixed symbols, so it cannot be used. ``--disable-new-dtags``
+    makes the rpath also find the library's own dependency (libgfortran)
+    beside it (spelt with -Xlinker: THEANO_FLAGS cannot hold a comma).
+    """
+    package = _package_dir("scipy")
+    if package is None:
+        return None
+    libs = package.parent / "scipy.libs"
     found = sorted(libs.glob("libopenblas*.so*")) if libs.is_dir() else []
     found = [f for f in found if "openblas64" not in f.name]
-    if not found or any(c in str(libs) for c in " ,'\""):
-        return ""
-    return "-L%s -l:%s -Xlinker --disable-new-dtags" % (libs, found[0].name)
+    if not found or not _fits_in_flags(libs):
+        return None
+    return "-L%s -l:%s -Xlinker --disable-new-dtags" % (libs, found[0].name), ""
+
+
+def _blas_flags():
+    """``(blas.ldflags, extra gcc.cxxflags)``: Theano's C ops link BLAS directly.
+
+    scipy-openblas32 when installed (requirements.txt), else the scipy
+    wheel's OpenBLAS, else ``("", "")``: Theano then calls BLAS through
+    numpy's C-API (slower).
+    """
+    return _scipy_openblas32() or _scipy_wheel_openblas() or ("", "")
+
+
+_BLAS_LDFLAGS, _BLAS_CXXFLAGS = _blas_flags()
+_FASTMATH = fastmath.theano_flags()
 
 
 DEFAULT_FLAGS = {
     "floatX": "float32",
     # Empty would make Theano 1.0.5 ask numpy for `blas_opt_info` (gone in
     # numpy >= 1.22, crash) and then use numpy's C-API for BLAS (slow).
-    "blas.ldflags": _blas_ldflags(),
+    "blas.ldflags": _BLAS_LDFLAGS,
     "base_compiledir": _default_compiledir(),
     "device": "cpu",
     # Theano folds `0.1 * dot(a, b)` into a second Dot22Scalar even when the
@@ -63,7 +111,10 @@ DEFAULT_FLAGS = {
     "optimizer_excluding": "local_dot22_to_dot22scalar",
     # Vectorised exp/log (softmax!) when `make setup` built captioning.fastmath
     # for this machine: lib.amdlibm=True and its include/lib path.
-    **fastmath.theano_flags(),
+    **_FASTMATH,
+    # After fastmath's: its precompiled header must be the first -include.
+    "gcc.cxxflags": " ".join(filter(None, [_FASTMATH.get("gcc.cxxflags"),
+                                            _BLAS_CXXFLAGS])),
 }
 
 

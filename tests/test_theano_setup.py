@@ -1,11 +1,14 @@
 """Theano is configured once, and a user's THEANO_FLAGS win."""
+import ctypes
 import os
+import re
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
-from captioning.theano_setup import DEFAULT_FLAGS, merge_flags
+from captioning.theano_setup import BLAS_RENAMES, DEFAULT_FLAGS, merge_flags
 
 
 def parse(flags):
@@ -45,15 +48,59 @@ def test_import_configures_theano_in_a_fresh_process():
     assert out == ["float32", "True"]
 
 
-def test_blas_is_the_lp64_openblas_of_the_scipy_wheel():
+def test_blas_is_the_current_openblas_of_scipy_openblas32():
     # Theano's C code calls sgemm_ & co. with 32-bit ints: numpy's own
-    # OpenBLAS (ILP64, symbols suffixed 64_) would not do.
+    # OpenBLAS (ILP64, symbols suffixed 64_) would not do; scipy-openblas32
+    # is LP64 with prefixed symbols, renamed by an -include'd header.
     flags = DEFAULT_FLAGS["blas.ldflags"].split()
-    assert flags, "no OpenBLAS found in scipy.libs: BLAS goes through numpy"
+    assert flags, "no OpenBLAS found: BLAS goes through numpy"
     libdir = [f[2:] for f in flags if f.startswith("-L")][0]
     lib = [f[3:] for f in flags if f.startswith("-l:")][0]
+    assert lib == "libscipy_openblas.so", flags
     assert os.path.isfile(os.path.join(libdir, lib))
-    assert "openblas64" not in lib
+    assert "-include %s" % BLAS_RENAMES in DEFAULT_FLAGS["gcc.cxxflags"]
+
+
+def test_every_blas_function_theano_declares_is_renamed_to_the_library():
+    import captioning  # noqa: F401
+    from theano.tensor import blas_headers
+    flags = DEFAULT_FLAGS["blas.ldflags"].split()
+    libdir = [f[2:] for f in flags if f.startswith("-L")][0]
+    library = ctypes.CDLL(os.path.join(libdir, "libscipy_openblas.so"))
+    declared = set(re.findall(r"\b([a-z][a-z0-9_]*_)\s*\(",
+                              blas_headers.blas_header_text()))
+    renames = dict(re.findall(r"^#define (\w+) (\w+)$", BLAS_RENAMES.read_text(), re.M))
+    provided = {name for name in declared if hasattr(library, "scipy_" + name)}
+    assert {"sgemm_", "sgemv_", "sger_", "sdot_", "dgemm_"} <= provided
+    assert provided <= set(renames), sorted(provided - set(renames))
+    for name, target in renames.items():
+        assert target == "scipy_" + name and hasattr(library, target), name
+    # What is declared but not provided must never be called by Theano's ops.
+    unprovided = declared - provided
+    for module in ("blas", "blas_c", "blas_scipy"):
+        source = open(os.path.join(os.path.dirname(blas_headers.__file__),
+                                   module + ".py")).read()
+        called = set(re.findall(r"\b([a-z][a-z0-9_]*_)\s*\(", source))
+        assert not (called & unprovided), (module, called & unprovided)
+
+
+def test_theano_products_run_on_that_library_and_equal_numpy():
+    code = textwrap.dedent("""
+        import captioning, numpy as np, theano, theano.tensor as T
+        a, b, v = T.matrix(), T.matrix(), T.vector()
+        f = theano.function([a, b, v], [T.dot(a, b), T.dot(a, v)])
+        rng = np.random.RandomState(0)
+        x, y, z = (rng.randn(*s).astype("float32") for s in [(70, 90), (90, 50), (90,)])
+        m, g = f(x, y, z)
+        ops = {type(n.op).__name__ for n in f.maker.fgraph.toposort()}
+        err = max(abs(m - x.astype("f8") @ y).max(), abs(g - x.astype("f8") @ z).max())
+        maps = open("/proc/self/maps").read()
+        print(sorted(ops), "libscipy_openblas.so" in maps, err < 1e-4)
+    """)
+    out = run_python(code)
+    assert out[-2:] == ["True", "True"], out
+    assert "'CGemv'," in out or "['CGemv'," in out, out
+    assert any("Dot22" in word for word in out), out
 
 
 def test_fresh_process_keeps_the_users_flag():
