@@ -64,7 +64,8 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("speed")
     fast = run(tmp, "fast", "warn_float64=raise", baseline=False)
     base = run(tmp, "baseline", "blas.ldflags=,optimizer_excluding="
-               "captioning_sum0_to_gemv:captioning_vector_xent,lib.amdlibm=False,"
+               "captioning_sum0_to_gemv:captioning_vector_xent:captioning_simd_elemwise,"
+               "lib.amdlibm=False,"
                "gcc.cxxflags=",
                baseline=True)
     return fast, base
