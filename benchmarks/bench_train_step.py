@@ -143,6 +143,71 @@ def compile_in_subprocess(size_name, compiledir=None):
     raise RuntimeError("compile subprocess failed:\n" + out.stderr[-3000:])
 
 
+# ---------------------------------------------------------------- BLAS
+OPENBLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+CORENAME = """
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+for prefix in ("scipy_", ""):
+    fn = getattr(lib, prefix + "openblas_get_corename", None)
+    if fn is not None:
+        fn.restype = ctypes.c_char_p
+        print(fn().decode())
+        break
+"""
+
+
+def theano_blas_library():
+    """Path of the BLAS library Theano's C ops link (None: numpy's C-API)."""
+    import theano
+    flags = theano.config.blas.ldflags.split()
+    dirs = [f[2:] for f in flags if f.startswith("-L")]
+    names = [f[3:] for f in flags if f.startswith("-l:")]
+    return os.path.join(dirs[0], names[0]) if dirs and names else None
+
+
+def blas_report():
+    """Lines on Theano's BLAS: library, kernels in use, OpenBLAS's own choice
+    for this CPU, and a float64 check of one output-layer product.
+
+    OPENBLAS_CORETYPE (set on some machines because old OpenBLAS builds
+    misdetect new CPUs) makes every OpenBLAS use the kernels it names; the
+    kernels OpenBLAS itself would pick are asked in a subprocess without it.
+    """
+    import numpy as np
+    import theano
+    import theano.tensor as T
+    path = theano_blas_library()
+    if path is None:
+        return ["Theano's BLAS: numpy's C-API (blas.ldflags empty)"]
+
+    def corename(env):
+        out = subprocess.run([sys.executable, "-c", CORENAME, path], env=env,
+                             text=True, capture_output=True)
+        return out.stdout.strip() or "?"
+
+    own_env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_ENV}
+    in_use, own = corename(dict(os.environ)), corename(own_env)
+    forced = ", ".join("%s=%s" % (k, os.environ[k]) for k in OPENBLAS_ENV if k in os.environ)
+    lines = ["Theano's BLAS: %s" % path,
+             "OpenBLAS kernels in use: %s%s; OpenBLAS's own choice for this CPU: %s"
+             % (in_use, " (forced by %s)" % forced if forced else "", own)]
+    if forced and own != in_use:
+        lines.append("  (to measure OpenBLAS's own choice: env -u OPENBLAS_CORETYPE "
+                     "-u OPENBLAS_L2_SIZE make bench)")
+    a, b = T.matrix(), T.matrix()
+    product = theano.function([a, b], T.dot(a, b))
+    rng = np.random.RandomState(0)
+    x = rng.randn(800, 200).astype("float32")
+    w = rng.randn(200, 10373).astype("float32")
+    ref = x.astype("float64") @ w
+    error = np.abs(product(x, w) - ref).max() / np.abs(ref).max()
+    lines.append("BLAS check (800x200 @ 200x10373 vs float64 numpy): max error "
+                 "%.1e of the largest entry%s" % (error, "" if error < 1e-5 else "  WRONG"))
+    return lines
+
+
 # ---------------------------------------------------------------- PyTorch
 def build_torch(size, seed=0):
     import torch
@@ -248,6 +313,8 @@ def main(argv=None):
     print("sizes: %s" % ", ".join("%s=%d" % kv for kv in size.items()))
     print("theano flags: %s%s" % (os.environ.get("THEANO_FLAGS"),
                                   " (BASELINE: unfused loss)" if args.baseline else ""))
+    for line in blas_report():
+        print(line)
 
     # Warm compile: the project's compiledir, after making sure it holds
     # this graph (this process compiles it, a fresh one times it).
