@@ -91,19 +91,31 @@ def test_integer_and_boolean_loops():
     np.testing.assert_array_equal(ids, np.maximum(w, 0) * 3)
 
 
-def test_the_pragma_lands_on_theanos_contiguous_loop():
-    # If a Theano version renames its loop, the rewrite would silently do
-    # nothing: the generated C code must hold the pragma before the loop.
-    x, y = T.vector(), T.vector()
-    out = x * y + 1
-    fn = theano.function([x, y], out)
+def generated_code(fn):
     (node,) = [n for n in fn.maker.fgraph.toposort() if isinstance(n.op, SimdElemwise)]
     inames = ["i%d" % k for k in range(len(node.inputs))]
-    code = node.op.c_code(node, "n", inames, ["z"], {"fail": "", "params": ""})
+    onames = ["o%d" % k for k in range(len(node.outputs))]
+    return node.op.c_code(node, "n", inames, onames, {"fail": "", "params": ""}), node.op
+
+
+def test_the_pragma_lands_on_theanos_loops():
+    # If a Theano version renames its loops, the rewrite would silently do
+    # nothing: the generated C code must hold the pragma before them.
+    x, y = T.vector(), T.vector()
+    fn = theano.function([x, y], x * y + 1)
+    code, op = generated_code(fn)
     assert "#pragma omp simd\n" + SimdElemwise._CONTIGUOUS_LOOP in code
-    assert "-fopenmp-simd" in node.op.c_compile_args()
+    assert "-fopenmp-simd" in op.c_compile_args()
     a = np.arange(9, dtype="float32")
     np.testing.assert_array_equal(fn(a, a[::-1].copy()), a * a[::-1] + 1)
+    # strided (a column slice, as the LSTM's gates): the innermost loop only
+    m = T.matrix()
+    fn = theano.function([m], T.tanh(m[:, 2:7]) * 2)
+    code, _ = generated_code(fn)
+    assert "#pragma omp simd\nfor(int ITER_1 = 0;" in code, code
+    assert "#pragma omp simd\nfor(int ITER_0" not in code
+    z = np.random.RandomState(4).randn(6, 9).astype("float32")
+    np.testing.assert_allclose(fn(z), np.tanh(z[:, 2:7].astype("f8")) * 2, rtol=1e-6)
 
 
 def test_rewrite_applies_inside_scan():
