@@ -41,7 +41,10 @@ import re
 
 import theano
 import theano.tensor as T
+from theano.gof import Apply
 from theano.gof.opt import in2out, local_optimizer
+from theano.gof.utils import MethodNotDefined
+from theano.scalar import get_scalar_type
 from theano.tensor.elemwise import Elemwise
 from theano.tensor.nnet.nnet import (CrossentropySoftmax1HotWithBiasDx,
                                      CrossentropySoftmaxArgmax1HotWithBias)
@@ -118,12 +121,34 @@ class SimdElemwise(Elemwise):
         return version + (("omp simd", 2),) if version else version
 
 
+_FAIL_MARK = "captioning_simd_elemwise_fail_mark"
+
+
+def _element_code_can_leave_the_loop(node):
+    """True when the per-element C code may jump out of the loop (integer
+    division checks for zero and ``goto``s Theano's failure label): no
+    branch may leave an ``omp simd`` loop, and such a loop would not
+    vectorise anyway."""
+    scalar_node = Apply(node.op.scalar_op,
+                        [get_scalar_type(v.dtype).make_variable() for v in node.inputs],
+                        [get_scalar_type(v.dtype).make_variable() for v in node.outputs])
+    try:
+        code = node.op.scalar_op.c_code(
+            scalar_node, "element", ["i%d" % k for k in range(len(node.inputs))],
+            ["o%d" % k for k in range(len(node.outputs))], {"fail": _FAIL_MARK})
+    except (MethodNotDefined, NotImplementedError):
+        return True
+    return any(word in code for word in (_FAIL_MARK, "goto", "return", "break"))
+
+
 @local_optimizer([Elemwise])
 def local_simd_elemwise(node):
     op = node.op
     # Exactly Elemwise (not a subclass with its own C code), not already
     # multi-threaded by OpenMP, and with arrays to loop over.
     if type(op) is not Elemwise or op.openmp or node.outputs[0].ndim == 0:
+        return False
+    if _element_code_can_leave_the_loop(node):
         return False
     new_op = SimdElemwise(op.scalar_op, op.inplace_pattern, name=op.name,
                            nfunc_spec=op.nfunc_spec)

@@ -139,3 +139,22 @@ def test_rewrite_applies_inside_scan():
         h = np.tanh(row + h) * 0.5
         expected.append(h)
     np.testing.assert_allclose(fn(seq, np.zeros(50, "float32")), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_loops_that_can_fail_are_left_to_theano():
+    # Integer division checks for zero and jumps to Theano's failure label:
+    # no branch may leave an `omp simd` loop, so the op stays plain (this
+    # compiled to an error when it was rewritten: EfficientNet's pooling
+    # shapes have such a node).
+    x, y = T.lmatrix(), T.lmatrix()
+    fn = theano.function([x, y], x // y + 1)
+    ops = elemwise_ops(fn)
+    assert ops and not any(isinstance(op, SimdElemwise) for op in ops), ops
+    a = np.arange(1, 13, dtype="int64").reshape(3, 4)
+    np.testing.assert_array_equal(fn(a * 7, a), np.full((3, 4), 8))
+    with pytest.raises(ZeroDivisionError):
+        fn(a, a * 0)
+    # a broadcast scalar shape computation, as in EfficientNet's graph
+    n = T.lscalar()
+    fn = theano.function([n], T.cast((62720 * n) // T.maximum(1280 * n, 1), "float32"))
+    assert fn(3) == 49.0
