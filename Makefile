@@ -55,7 +55,8 @@ bench-cnn: setup
 
 # Theano vs PyTorch CPU train step of the seminar graph; torch is a bench-only
 # extra (requirements-bench.txt), installed on first use with numpy kept.
-# BENCH_ARGS=--sizes large for E=H=512, batch 100, L=20.
+# BENCH_ARGS=--sizes large for E=H=512, batch 100, L=20. An OPENBLAS_CORETYPE in
+# the environment forces OpenBLAS's kernels; the bench prints which ones run.
 bench: setup
 	@$(PY) -c 'import torch' 2>/dev/null || \
 	  { $(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt -c requirements.txt && $(PY) -m pip check; }
