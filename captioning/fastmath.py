@@ -2,7 +2,8 @@
 
 :func:`build` also writes :data:`SIMD_MATH`, a header that declares glibc's
 vector maths (libmvec: ``expf``, ``logf``, ``tanhf`` on 8 or 16 floats at
-once) the way ``math.h`` does only under ``-ffast-math``; with it, the loops
+once; each only if a loop compiled with it calls libmvec and agrees with
+numpy) the way ``math.h`` does only under ``-ffast-math``; with it, the loops
 GCC vectorises (``captioning.theano_opt``'s ``#pragma omp simd`` loops: the
 LSTM's sigmoid and tanh gates) call those instead of one scalar call per
 element.
@@ -81,10 +82,10 @@ void amd_vrsa_powxf(long n, const float *x, float y, float *z)
 TOLERANCE = 1e-6
 
 
-# libmvec's float functions (glibc >= 2.35 for tanhf) that Theano's loops use.
-_SIMD_FLOAT = ["expf", "logf", "tanhf"]
+# libmvec's float functions that Theano's loops use (tanhf: glibc >= 2.35).
+SIMD_FUNCTIONS = ["expf", "logf", "tanhf"]
 SIMD_MATH = LIBDIR / "simd_math.h"
-SIMD_MATH_HEADER = """\
+SIMD_MATH_TEMPLATE = """\
 /* glibc's vector maths (libmvec) for the loops GCC vectorises; written by
    captioning/fastmath.py. math.h declares these SIMD variants only under
    -ffast-math, which Theano's modules are not compiled with. */
@@ -99,18 +100,24 @@ extern "C" {
 }
 #endif
 #endif
-""" % "\n".join('__attribute__((simd("notinbranch"))) float %s(float) __THROW;' % f
-                for f in _SIMD_FLOAT)
+"""
+SIMD_DECLARATION = '__attribute__((simd("notinbranch"))) float %s(float) __THROW;'
 
-# A loop as Theano writes it (C++, the float overloads of exp/log/tanh).
+# A loop as Theano writes it (C++, the float overload of exp/log/tanh).
 SIMD_CHECK_SOURCE = """\
 #include <math.h>
 #include <cmath>
-%s
-""" % "\n".join(
-    'extern "C" void check_%s(long n, const float *x, float *y)\n'
-    "{\n#pragma omp simd\n  for (long i = 0; i < n; ++i) y[i] = %s(x[i]);\n}"
-    % (f, f[:-1]) for f in _SIMD_FLOAT)
+extern "C" void check(long n, const float *x, float *y)
+{
+#pragma omp simd
+  for (long i = 0; i < n; ++i) y[i] = %s(x[i]);
+}
+"""
+
+
+def simd_math_header(functions):
+    """The text of :data:`SIMD_MATH` declaring ``functions``."""
+    return SIMD_MATH_TEMPLATE % "\n".join(SIMD_DECLARATION % f for f in functions)
 
 
 def is_built():
@@ -223,36 +230,56 @@ def _self_check(path):
                 raise RuntimeError("%s%s differs from numpy by %.3g" % (name, suffix, err.max()))
 
 
-def _check_simd_math(tmp, header, compiler="g++"):
-    """Compile :data:`SIMD_CHECK_SOURCE` with ``header``; its loops must call
-    libmvec (``_ZGV*`` symbols) and agree with numpy. Raises RuntimeError."""
+def _check_simd_function(tmp, header, name, compiler="g++"):
+    """A loop over ``name`` (e.g. ``"tanhf"``) compiled with ``header`` must
+    call libmvec (a ``_ZGV*`` symbol) and agree with numpy. Raises
+    RuntimeError, OSError or CalledProcessError."""
     import numpy as np
-    source = tmp / "simd_check.cpp"
-    source.write_text(SIMD_CHECK_SOURCE)
-    lib = tmp / "libsimd_check.so"
+    source = tmp / ("check_%s.cpp" % name)
+    source.write_text(SIMD_CHECK_SOURCE % name[:-1])
+    lib = tmp / ("libcheck_%s.so" % name)
     subprocess.run([compiler, "-O3", "-fno-math-errno", "-fopenmp-simd", "-march=native",
                     "-fPIC", "-shared", "-include", str(header), "-o", str(lib),
                     str(source), "-lmvec"], check=True, capture_output=True, text=True)
     undefined = subprocess.run(["nm", "-D", "--undefined-only", str(lib)], check=True,
                                capture_output=True, text=True).stdout.split()
-    vector_calls = {s.split("@")[0].rsplit("_", 1)[-1] for s in undefined
-                    if s.startswith("_ZGV")}   # e.g. _ZGVeN16v_expf@GLIBC_2.22
-    checked = ctypes.CDLL(str(lib))
+    # e.g. _ZGVeN16v_expf@GLIBC_2.22
+    if not any(s.startswith("_ZGV") and s.split("@")[0].endswith("_" + name)
+               for s in undefined):
+        raise RuntimeError("%s: the loop does not call libmvec" % name)
     rng = np.random.RandomState(0)
-    cases = {"expf": rng.uniform(-80, 10, 4099), "logf": rng.uniform(1e-30, 1e4, 4099),
-             "tanhf": np.concatenate([rng.uniform(-10, 10, 4000), [0, -0.0, 1e-8, 20, -20]])}
-    for name, x in cases.items():
-        if name not in vector_calls:
-            raise RuntimeError("%s: the loop does not call libmvec" % name)
-        xs = x.astype(np.float32)
-        ys = np.empty_like(xs)
-        getattr(checked, "check_" + name)(ctypes.c_long(xs.size),
-                                          xs.ctypes.data_as(ctypes.c_void_p),
-                                          ys.ctypes.data_as(ctypes.c_void_p))
-        ref = getattr(np, name[:-1])(xs.astype(np.float64))
-        if not np.allclose(ys, ref, rtol=TOLERANCE, atol=1e-7):
-            raise RuntimeError("%s differs from numpy by %.3g"
-                               % (name, np.abs(ys - ref).max()))
+    x = {"expf": rng.uniform(-80, 10, 4099), "logf": rng.uniform(1e-30, 1e4, 4099),
+         "tanhf": np.concatenate([rng.uniform(-10, 10, 4000), [0, -0.0, 1e-8, 20, -20]])
+         }[name].astype(np.float32)
+    y = np.empty_like(x)
+    ctypes.CDLL(str(lib)).check(ctypes.c_long(x.size), x.ctypes.data_as(ctypes.c_void_p),
+                                y.ctypes.data_as(ctypes.c_void_p))
+    ref = getattr(np, name[:-1])(x.astype(np.float64))
+    if not np.allclose(y, ref, rtol=TOLERANCE, atol=1e-7):
+        raise RuntimeError("%s differs from numpy by %.3g" % (name, np.abs(y - ref).max()))
+
+
+def _build_simd_math(tmp):
+    """Write :data:`SIMD_MATH` with the functions that pass their check
+    (none: no header, and Theano's loops keep the scalar calls)."""
+    working = []
+    for name in SIMD_FUNCTIONS:
+        header = tmp / ("simd_%s.h" % name)
+        header.write_text(simd_math_header([name]))
+        try:
+            _check_simd_function(tmp, header, name)
+            working.append(name)
+        except (OSError, subprocess.CalledProcessError, RuntimeError) as error:
+            detail = getattr(error, "stderr", "") or error
+            print("captioning.fastmath: no vector %s (%s); its loops stay scalar"
+                  % (name, str(detail).strip()[-300:]), file=sys.stderr)
+    if not working:
+        if SIMD_MATH.exists():
+            SIMD_MATH.unlink()
+        return
+    tmp_header = Path(str(SIMD_MATH) + ".tmp")
+    tmp_header.write_text(simd_math_header(working))
+    os.replace(tmp_header, SIMD_MATH)
 
 
 def build(compiler=None, quiet=False):
@@ -287,19 +314,7 @@ def build(compiler=None, quiet=False):
         for name in ("amdlibm.h", "libamdlibm.so"):
             shutil.copyfile(tmp / name, LIBDIR / (name + ".tmp"))
             os.replace(LIBDIR / (name + ".tmp"), LIBDIR / name)
-        (tmp / SIMD_MATH.name).write_text(SIMD_MATH_HEADER)
-        try:
-            _check_simd_math(tmp, tmp / SIMD_MATH.name)
-        except (OSError, subprocess.CalledProcessError, RuntimeError) as error:
-            detail = getattr(error, "stderr", "") or error
-            print("captioning.fastmath: no vector maths header (%s); vectorised "
-                  "loops keep scalar exp/log/tanh" % str(detail).strip()[-500:],
-                  file=sys.stderr)
-            if SIMD_MATH.exists():
-                SIMD_MATH.unlink()
-        else:
-            shutil.copyfile(tmp / SIMD_MATH.name, str(SIMD_MATH) + ".tmp")
-            os.replace(str(SIMD_MATH) + ".tmp", SIMD_MATH)
+        _build_simd_math(tmp)
     if not quiet:
         print("captioning.fastmath: built %s%s" % (
             LIBRARY, " and %s" % SIMD_MATH if SIMD_MATH.is_file() else ""))
