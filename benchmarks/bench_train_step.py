@@ -158,15 +158,6 @@ for prefix in ("scipy_", ""):
 """
 
 
-def theano_blas_library():
-    """Path of the BLAS library Theano's C ops link (None: numpy's C-API)."""
-    import theano
-    flags = theano.config.blas.ldflags.split()
-    dirs = [f[2:] for f in flags if f.startswith("-L")]
-    names = [f[3:] for f in flags if f.startswith("-l:")]
-    return os.path.join(dirs[0], names[0]) if dirs and names else None
-
-
 def blas_report():
     """Lines on Theano's BLAS: library, kernels in use, OpenBLAS's own choice
     for this CPU, and a float64 check of one output-layer product.
@@ -178,7 +169,8 @@ def blas_report():
     import numpy as np
     import theano
     import theano.tensor as T
-    path = theano_blas_library()
+    from captioning.theano_setup import blas_library
+    path = blas_library(theano.config.blas.ldflags)
     if path is None:
         return ["Theano's BLAS: numpy's C-API (blas.ldflags empty)"]
 

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from captioning.theano_setup import BLAS_RENAMES, DEFAULT_FLAGS, merge_flags
+from captioning.theano_setup import BLAS_RENAMES, DEFAULT_FLAGS, blas_library, merge_flags
 
 
 def parse(flags):
@@ -52,21 +52,17 @@ def test_blas_is_the_current_openblas_of_scipy_openblas32():
     # Theano's C code calls sgemm_ & co. with 32-bit ints: numpy's own
     # OpenBLAS (ILP64, symbols suffixed 64_) would not do; scipy-openblas32
     # is LP64 with prefixed symbols, renamed by an -include'd header.
-    flags = DEFAULT_FLAGS["blas.ldflags"].split()
-    assert flags, "no OpenBLAS found: BLAS goes through numpy"
-    libdir = [f[2:] for f in flags if f.startswith("-L")][0]
-    lib = [f[3:] for f in flags if f.startswith("-l:")][0]
-    assert lib == "libscipy_openblas.so", flags
-    assert os.path.isfile(os.path.join(libdir, lib))
+    path = blas_library(DEFAULT_FLAGS["blas.ldflags"])
+    assert path, "no OpenBLAS found: BLAS goes through numpy"
+    assert os.path.basename(path) == "libscipy_openblas.so", path
+    assert os.path.isfile(path)
     assert "-include %s" % BLAS_RENAMES in DEFAULT_FLAGS["gcc.cxxflags"]
 
 
 def test_every_blas_function_theano_declares_is_renamed_to_the_library():
     import captioning  # noqa: F401
     from theano.tensor import blas_headers
-    flags = DEFAULT_FLAGS["blas.ldflags"].split()
-    libdir = [f[2:] for f in flags if f.startswith("-L")][0]
-    library = ctypes.CDLL(os.path.join(libdir, "libscipy_openblas.so"))
+    library = ctypes.CDLL(blas_library(DEFAULT_FLAGS["blas.ldflags"]))
     declared = set(re.findall(r"\b([a-z][a-z0-9_]*_)\s*\(",
                               blas_headers.blas_header_text()))
     renames = dict(re.findall(r"^#define (\w+) (\w+)$", BLAS_RENAMES.read_text(), re.M))
