@@ -1,11 +1,19 @@
 """The seminar's captioning network, its vocabulary, and the model directory.
 
-The graph is the seminar notebook's, layer for layer::
+The graph is the seminar notebook's::
 
     words (batch, time) --Embedding--> (batch, time, EMBED_SIZE) --+
     image codes (batch, 1000) --Dropout--Dense--> cell_init -------+--> LSTM
     LSTM (batch, time, LSTM_UNITS) --Broadcast(0, 1)--Dense(softmax)--Unbroadcast
         --> next-word probabilities (batch, time, n_tokens)
+
+with what ``caption train`` adds by default, each an option (the notebook's
+exact graph is ``image_nonlinearity="tanh", output_dropout=0``, and
+tests/test_notebook_code.py checks that both then give the same loss and
+gradients): a linear image Dense (``image_nonlinearity``), dropout on the
+LSTM's outputs (``output_dropout``), standardised image codes
+(:meth:`CaptionModel.prepare_codes`), and PAD mapped to index 0 before the
+embedding (the notebook's PAD = -1 reads the last row; masked either way).
 
 Beside it, :meth:`CaptionModel.compile_step` builds a one-step graph from the
 *same* shared weights (one LSTM tick plus the output layer), so decoding a
@@ -138,7 +146,12 @@ DEFAULT_HYPER = {
     "output_dropout": 0.5,
     "grad_clipping": 5.0,
     "learning_rate": 1e-3,
+    # the image code -> cell_init Dense: "linear" (the cell state may take
+    # any magnitude) or "tanh" (the seminar notebook's choice)
+    "image_nonlinearity": "linear",
 }
+
+IMAGE_NONLINEARITIES = {"linear": None, "tanh": lasagne.nonlinearities.tanh}
 
 
 class CaptionModel:
@@ -150,7 +163,7 @@ class CaptionModel:
     **hyper
         Overrides of :data:`DEFAULT_HYPER` (``embed_size``, ``lstm_units``,
         ``dropout``, ``output_dropout``, ``grad_clipping``, ``learning_rate``,
-        ``cnn_feature_size``).
+        ``cnn_feature_size``, ``image_nonlinearity``).
     seed : int, optional
         Seeds the initial weights and the dropout masks, so that training
         is repeatable; None draws them from Lasagne's global generator.
@@ -212,10 +225,15 @@ class CaptionModel:
                              self.image_vectors, name="image")
         l_image_dropout = DropoutLayer(l_image, p=h["dropout"],
                                        name="image_dropout")
-        # Linear: the image sets the LSTM's initial *cell*, which may take
-        # any sign (a ReLU would zero half of it).
-        l_image_dense = DenseLayer(l_image_dropout, h["lstm_units"],
-                                   nonlinearity=None, name="image_dense")
+        # Linear by default: the image sets the LSTM's initial *cell*, which
+        # may take any sign and size (a ReLU would zero half of it).
+        if h["image_nonlinearity"] not in IMAGE_NONLINEARITIES:
+            raise ValueError("image_nonlinearity must be one of %s, got %r"
+                             % (sorted(IMAGE_NONLINEARITIES), h["image_nonlinearity"]))
+        l_image_dense = DenseLayer(
+            l_image_dropout, h["lstm_units"],
+            nonlinearity=IMAGE_NONLINEARITIES[h["image_nonlinearity"]],
+            name="image_dense")
         decoder = LSTMLayer(l_embedding, num_units=h["lstm_units"],
                             cell_init=l_image_dense, mask_input=l_mask,
                             grad_clipping=h["grad_clipping"], name="decoder")
