@@ -1,8 +1,19 @@
-"""Configure Theano once, before it is first imported.
+"""Configure Theano once, before it is first imported; the speed switch.
 
 Theano reads ``THEANO_FLAGS`` when it is imported, so this module must run
 first: ``import captioning`` does that for notebooks, tests and scripts.
 A user's own ``THEANO_FLAGS`` entries always win over these defaults.
+
+``CAPTION_SPEEDUPS`` (read here, once: :data:`SPEEDUPS`) is the one switch
+for the project's speed work. Unset or ``1``: on. ``0``: Theano's own
+behaviour, i.e. only :data:`STACK_FLAGS` (what Theano 1.0.5 needs to run
+here at all), no graph rewrites (``theano_opt``, and with them no
+``xent_ops``), no patched Theano internals (``parallel_compile``), no
+``lib.amdlibm``/precompiled header/vector maths (``fastmath``), no extra
+``gcc.cxxflags`` or ``optimizer_excluding``, and in ``CaptionModel`` the
+plain (unfused) loss and Theano's default ``allow_gc``. Linking BLAS
+directly counts as speed: off, ``blas.ldflags`` is empty and Theano calls
+BLAS through numpy's C-API (slower, same results).
 """
 import importlib.util
 import logging
@@ -13,7 +24,25 @@ from pathlib import Path
 
 from . import fastmath
 
-__all__ = ["DEFAULT_FLAGS", "blas_library", "merge_flags", "configure_theano"]
+__all__ = ["SPEEDUPS", "SPEEDUPS_VARIABLE", "speedups_enabled", "STACK_FLAGS",
+           "SPEED_FLAGS", "DEFAULT_FLAGS", "blas_library", "merge_flags",
+           "configure_theano"]
+
+SPEEDUPS_VARIABLE = "CAPTION_SPEEDUPS"
+
+
+def speedups_enabled(environ=os.environ):
+    """``$CAPTION_SPEEDUPS``: True when unset, empty or ``1``; False for ``0``."""
+    value = environ.get(SPEEDUPS_VARIABLE, "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError("%s must be 1 (the speed-ups on, the default) or 0 (Theano's "
+                         "own behaviour), not %r" % (SPEEDUPS_VARIABLE, value))
+    return value != "0"
+
+
+# Read once: the rewrites, patches and flags are chosen when captioning is
+# imported, so later changes to the variable would only half apply.
+SPEEDUPS = speedups_enabled()
 
 
 def _default_compiledir():
@@ -107,13 +136,20 @@ _BLAS_LDFLAGS, _BLAS_CXXFLAGS = _blas_flags()
 _FASTMATH = fastmath.theano_flags()
 
 
-DEFAULT_FLAGS = {
+# What Theano 1.0.5 needs on this stack, speed-ups on or off.
+STACK_FLAGS = {
     "floatX": "float32",
-    # Empty would make Theano 1.0.5 ask numpy for `blas_opt_info` (gone in
-    # numpy >= 1.22, crash) and then use numpy's C-API for BLAS (slow).
-    "blas.ldflags": _BLAS_LDFLAGS,
+    # Unset, Theano 1.0.5 asks numpy for `blas_opt_info` (gone in numpy >=
+    # 1.22) and crashes on import; empty means BLAS through numpy's C-API.
+    "blas.ldflags": "",
     "base_compiledir": _default_compiledir(),
     "device": "cpu",
+}
+
+# The speed-ups' flags (CAPTION_SPEEDUPS=1), on top of STACK_FLAGS.
+SPEED_FLAGS = {
+    # Theano's C ops call BLAS directly instead of through numpy's C-API.
+    "blas.ldflags": _BLAS_LDFLAGS,
     # Theano folds `0.1 * dot(a, b)` into a second Dot22Scalar even when the
     # plain dot(a, b) is computed anyway: adam's 0.1*g next to g**2 made the
     # output layer's weight gradient (a third of all FLOPs) run twice.
@@ -125,6 +161,8 @@ DEFAULT_FLAGS = {
     "gcc.cxxflags": " ".join(filter(None, [_FASTMATH.get("gcc.cxxflags"),
                                             _BLAS_CXXFLAGS])),
 }
+
+DEFAULT_FLAGS = {**STACK_FLAGS, **SPEED_FLAGS} if SPEEDUPS else dict(STACK_FLAGS)
 
 
 def merge_flags(user_flags, defaults=DEFAULT_FLAGS):
@@ -139,13 +177,13 @@ def merge_flags(user_flags, defaults=DEFAULT_FLAGS):
 
 
 def configure_theano():
-    """Set THEANO_FLAGS and the scan fallback; warn if Theano came first."""
+    """Import Theano with the merged flags and the scan fallback; warn if
+    Theano came first."""
     if "theano" in sys.modules:
         warnings.warn("Theano was imported before `captioning`; its flags "
                       "(floatX, blas.ldflags, compiledir) may be wrong. "
                       "Import captioning first.", stacklevel=3)
         return
-    os.environ["THEANO_FLAGS"] = merge_flags(os.environ.get("THEANO_FLAGS"))
     # With blas.ldflags empty Theano warns on every import that it calls BLAS
     # through numpy's C-API; that is expected here, so keep it out of outputs.
     logging.getLogger("theano.tensor.blas").setLevel(logging.ERROR)
@@ -154,3 +192,15 @@ def configure_theano():
         # A None entry makes its import fail at once, so Scan uses its
         # pure-Python loop instead of trying (and failing) to compile.
         sys.modules.setdefault("theano.scan_module.scan_perform_ext", None)
+    user_flags = os.environ.get("THEANO_FLAGS")
+    os.environ["THEANO_FLAGS"] = merge_flags(user_flags)
+    try:
+        import theano  # noqa: F401  (reads THEANO_FLAGS now, and only now)
+    finally:
+        # Leave the environment as the user set it: a child process that
+        # imports captioning merges the defaults of its own CAPTION_SPEEDUPS
+        # (a child with CAPTION_SPEEDUPS=0 must not inherit the speed flags).
+        if user_flags is None:
+            del os.environ["THEANO_FLAGS"]
+        else:
+            os.environ["THEANO_FLAGS"] = user_flags
