@@ -2,7 +2,9 @@
 
 Theano reads ``THEANO_FLAGS`` when it is imported, so this module must run
 first: ``import captioning`` does that for notebooks, tests and scripts.
-A user's own ``THEANO_FLAGS`` entries always win over these defaults.
+A user's own ``THEANO_FLAGS`` entries win over these defaults, except
+``gcc.cxxflags`` and ``optimizer_excluding``, which are added to them
+(see :func:`merge_flags`).
 
 ``CAPTION_SPEEDUPS`` (read here, once: :data:`SPEEDUPS`) is the one switch
 for the project's speed work. Unset or ``1``: on. ``0``: Theano's own
@@ -164,15 +166,48 @@ SPEED_FLAGS = {
 
 DEFAULT_FLAGS = {**STACK_FLAGS, **SPEED_FLAGS} if SPEEDUPS else dict(STACK_FLAGS)
 
+# Flags whose user value is added to the default instead of replacing it:
+# the default gcc.cxxflags -include the header that renames Theano's BLAS
+# calls to the library blas.ldflags links (and fastmath's include path), and
+# a user's optimizer_excluding must not bring back the excluded rewrite.
+JOINED = ("gcc.cxxflags", "optimizer_excluding")
+
+
+def _join(key, default, user):
+    if not default or not user:
+        return user or default
+    if key == "optimizer_excluding":  # names joined by ':', each once
+        names = default.split(":")
+        return ":".join(names + [n for n in user.split(":") if n not in names])
+    # Already holds the default (merged flags passed on, e.g. the bench's
+    # printed ones): keep it, else repeated flags would change the cache key
+    # of every module.
+    if user == default or user.startswith(default + " "):
+        return user
+    return default + " " + user
+
 
 def merge_flags(user_flags, defaults=DEFAULT_FLAGS):
-    """Return a THEANO_FLAGS string: ``defaults`` overridden by ``user_flags``."""
-    merged = dict(defaults)
+    """Return a THEANO_FLAGS string: ``defaults`` updated by ``user_flags``.
+
+    A user's value replaces the default, except for the :data:`JOINED` keys,
+    where it is added to it. A user's own ``blas.ldflags`` drops the
+    default's BLAS renaming header (the renamed symbols are the default
+    library's only).
+    """
+    user = {}
     for item in filter(None, (s.strip() for s in (user_flags or "").split(","))):
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError("THEANO_FLAGS entry %r is not key=value" % item)
-        merged[key.strip()] = value.strip()
+        user[key.strip()] = value.strip()
+    merged = dict(defaults)
+    if (_BLAS_CXXFLAGS and "gcc.cxxflags" in merged and "blas.ldflags" in user
+            and user["blas.ldflags"] != merged.get("blas.ldflags")):
+        merged["gcc.cxxflags"] = " ".join(
+            merged["gcc.cxxflags"].replace(_BLAS_CXXFLAGS, "").split())
+    for key, value in user.items():
+        merged[key] = _join(key, merged.get(key, ""), value) if key in JOINED else value
     return ",".join("%s=%s" % kv for kv in merged.items())
 
 
