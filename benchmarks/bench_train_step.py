@@ -80,18 +80,9 @@ def matmul_flops(size):
 
 
 # ---------------------------------------------------------------- Theano
-# --baseline: the project as it was before the speed work (BLAS through
-# numpy's C-API, Theano's own optimizer and exp loops, unfused loss).
-BASELINE_FLAGS = ("blas.ldflags=,optimizer_excluding=captioning_sum0_to_gemv:"
-                  "captioning_vector_xent:captioning_simd_elemwise,"
-                  "lib.amdlibm=False,gcc.cxxflags=")
-
-
 def build_theano(size):
     import captioning  # noqa: F401  (flags first)
     from captioning.model import CaptionModel, Vocabulary
-    if os.environ.get("BENCH_BASELINE") == "1":
-        CaptionModel.fused_loss = False
     words = ["#UNK#", "#START#", "#END#"] + ["w%d" % i for i in range(size["V"] - 3)]
     return CaptionModel(Vocabulary(words), embed_size=size["E"],
                         lstm_units=size["H"], cnn_feature_size=size["C"])
@@ -274,16 +265,15 @@ def main(argv=None):
     parser.add_argument("--profile", action="store_true",
                         help="print Theano's profile of the train step")
     parser.add_argument("--baseline", action="store_true",
-                        help="Theano without the speed changes, for before/after")
+                        help="Theano without the speed changes, for before/after "
+                             "(the same as CAPTION_SPEEDUPS=0)")
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS/OpenMP threads for both sides (default: "
                              "the libraries' own choice, all cores)")
     parser.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.baseline:  # user flags still win; subprocesses inherit both
-        os.environ["BENCH_BASELINE"] = "1"
-        os.environ["THEANO_FLAGS"] = ",".join(filter(None, [
-            BASELINE_FLAGS, os.environ.get("THEANO_FLAGS", "")]))
+    if args.baseline:  # before captioning is imported; subprocesses inherit it
+        os.environ["CAPTION_SPEEDUPS"] = "0"
     if args.threads:  # before OpenBLAS (Theano's, via scipy) or torch load
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
             os.environ[var] = str(args.threads)
@@ -298,13 +288,15 @@ def main(argv=None):
     import captioning  # noqa: F401
     import numpy as np
     import theano
+    from captioning.theano_setup import SPEEDUPS, merge_flags
 
     print("machine: %s, %d cores; Python %s, Theano %s, numpy %s"
           % (cpu_model(), os.cpu_count(), platform.python_version(),
              theano.__version__, np.__version__))
     print("sizes: %s" % ", ".join("%s=%d" % kv for kv in size.items()))
-    print("theano flags: %s%s" % (os.environ.get("THEANO_FLAGS"),
-                                  " (BASELINE: unfused loss)" if args.baseline else ""))
+    print("speed-ups: %s" % ("on" if SPEEDUPS else
+                             "off (CAPTION_SPEEDUPS=0: BASELINE, Theano's own behaviour)"))
+    print("theano flags: %s" % merge_flags(os.environ.get("THEANO_FLAGS")))
     for line in blas_report():
         print(line)
 

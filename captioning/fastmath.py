@@ -27,7 +27,8 @@ a copied compile cache never carries it to another CPU; Theano's own
 ``-march`` flags already keep compiled modules apart per CPU.
 
 :func:`theano_flags` gives the flags ``captioning.theano_setup`` adds when
-the library is built and passed its self-check; otherwise nothing changes.
+the library is built and passed its self-check (and ``CAPTION_SPEEDUPS`` is
+not ``0``); otherwise nothing changes.
 """
 import ctypes
 import os

@@ -39,6 +39,7 @@ from lasagne.layers import (InputLayer, EmbeddingLayer, DropoutLayer,
 
 from broadcast import BroadcastLayer, UnbroadcastLayer
 from captioning.data import atomic_write
+from captioning.theano_setup import SPEEDUPS
 from captioning.metrics import tokenize
 
 __all__ = ["PAD_ix", "UNK", "START", "END", "Vocabulary", "CaptionModel",
@@ -269,7 +270,24 @@ class CaptionModel:
     # the pattern Theano fuses into one stable op (log-sum-exp, no separate
     # softmax/clip/gradient passes over batch*time x n_tokens). Same loss and
     # gradient; tests/test_speed_equivalence.py compares both ways.
-    fused_loss = True
+    # CAPTION_SPEEDUPS=0: the plain form.
+    fused_loss = SPEEDUPS
+
+    # Speed: keep intermediate arrays between calls of the train and val
+    # functions (Theano's allow_gc=False for these two only): the three
+    # batch*time x n_tokens arrays (33 MB each at the seminar's sizes) are
+    # then reused instead of being mapped and page-faulted again every step.
+    # The CNN encoders keep the default: theirs would add up to GBs.
+    # CAPTION_SPEEDUPS=0: Theano's default (config.allow_gc).
+    keep_buffers = SPEEDUPS
+
+    @classmethod
+    def train_mode(cls):
+        """The Theano mode of the train and val functions."""
+        mode = theano.compile.get_default_mode()
+        if cls.keep_buffers:
+            mode = mode.clone(link_kwargs=dict(allow_gc=False))
+        return mode
 
     def loss(self, deterministic):
         """Mean cross-entropy of the next word over the non-PAD targets."""
@@ -320,13 +338,7 @@ class CaptionModel:
             self.updates = lasagne.updates.adam(train_loss, weights,
                                                 learning_rate=self.learning_rate)
             inputs = [self.image_vectors, self.sentences]
-            # Keep intermediate arrays between calls (Theano's allow_gc=False
-            # for these two functions only): the three batch*time x n_tokens
-            # arrays (33 MB each at the seminar's sizes) are then reused
-            # instead of being mapped and page-faulted again every step.
-            # The CNN encoders keep the default: theirs would add up to GBs.
-            mode = theano.compile.get_default_mode().clone(
-                link_kwargs=dict(allow_gc=False))
+            mode = self.train_mode()
             train_step = theano.function(inputs, train_loss,
                                          updates=self.updates, mode=mode,
                                          name="train_step")

@@ -1,8 +1,21 @@
-"""Configure Theano once, before it is first imported.
+"""Configure Theano once, before it is first imported; the speed switch.
 
 Theano reads ``THEANO_FLAGS`` when it is imported, so this module must run
 first: ``import captioning`` does that for notebooks, tests and scripts.
-A user's own ``THEANO_FLAGS`` entries always win over these defaults.
+A user's own ``THEANO_FLAGS`` entries win over these defaults, except
+``gcc.cxxflags`` and ``optimizer_excluding``, which are added to them
+(see :func:`merge_flags`).
+
+``CAPTION_SPEEDUPS`` (read here, once: :data:`SPEEDUPS`) is the one switch
+for the project's speed work. Unset or ``1``: on. ``0``: Theano's own
+behaviour, i.e. only :data:`STACK_FLAGS` (what Theano 1.0.5 needs to run
+here at all), no graph rewrites (``theano_opt``, and with them no
+``xent_ops``), no patched Theano internals (``parallel_compile``), no
+``lib.amdlibm``/precompiled header/vector maths (``fastmath``), no extra
+``gcc.cxxflags`` or ``optimizer_excluding``, and in ``CaptionModel`` the
+plain (unfused) loss and Theano's default ``allow_gc``. Linking BLAS
+directly counts as speed: off, ``blas.ldflags`` is empty and Theano calls
+BLAS through numpy's C-API (slower, same results).
 """
 import importlib.util
 import logging
@@ -13,7 +26,25 @@ from pathlib import Path
 
 from . import fastmath
 
-__all__ = ["DEFAULT_FLAGS", "blas_library", "merge_flags", "configure_theano"]
+__all__ = ["SPEEDUPS", "SPEEDUPS_VARIABLE", "speedups_enabled", "STACK_FLAGS",
+           "SPEED_FLAGS", "DEFAULT_FLAGS", "blas_library", "merge_flags",
+           "configure_theano"]
+
+SPEEDUPS_VARIABLE = "CAPTION_SPEEDUPS"
+
+
+def speedups_enabled(environ=os.environ):
+    """``$CAPTION_SPEEDUPS``: True when unset, empty or ``1``; False for ``0``."""
+    value = environ.get(SPEEDUPS_VARIABLE, "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError("%s must be 1 (the speed-ups on, the default) or 0 (Theano's "
+                         "own behaviour), not %r" % (SPEEDUPS_VARIABLE, value))
+    return value != "0"
+
+
+# Read once: the rewrites, patches and flags are chosen when captioning is
+# imported, so later changes to the variable would only half apply.
+SPEEDUPS = speedups_enabled()
 
 
 def _default_compiledir():
@@ -107,13 +138,20 @@ _BLAS_LDFLAGS, _BLAS_CXXFLAGS = _blas_flags()
 _FASTMATH = fastmath.theano_flags()
 
 
-DEFAULT_FLAGS = {
+# What Theano 1.0.5 needs on this stack, speed-ups on or off.
+STACK_FLAGS = {
     "floatX": "float32",
-    # Empty would make Theano 1.0.5 ask numpy for `blas_opt_info` (gone in
-    # numpy >= 1.22, crash) and then use numpy's C-API for BLAS (slow).
-    "blas.ldflags": _BLAS_LDFLAGS,
+    # Unset, Theano 1.0.5 asks numpy for `blas_opt_info` (gone in numpy >=
+    # 1.22) and crashes on import; empty means BLAS through numpy's C-API.
+    "blas.ldflags": "",
     "base_compiledir": _default_compiledir(),
     "device": "cpu",
+}
+
+# The speed-ups' flags (CAPTION_SPEEDUPS=1), on top of STACK_FLAGS.
+SPEED_FLAGS = {
+    # Theano's C ops call BLAS directly instead of through numpy's C-API.
+    "blas.ldflags": _BLAS_LDFLAGS,
     # Theano folds `0.1 * dot(a, b)` into a second Dot22Scalar even when the
     # plain dot(a, b) is computed anyway: adam's 0.1*g next to g**2 made the
     # output layer's weight gradient (a third of all FLOPs) run twice.
@@ -126,26 +164,61 @@ DEFAULT_FLAGS = {
                                             _BLAS_CXXFLAGS])),
 }
 
+DEFAULT_FLAGS = {**STACK_FLAGS, **SPEED_FLAGS} if SPEEDUPS else dict(STACK_FLAGS)
+
+# Flags whose user value is added to the default instead of replacing it:
+# the default gcc.cxxflags -include the header that renames Theano's BLAS
+# calls to the library blas.ldflags links (and fastmath's include path), and
+# a user's optimizer_excluding must not bring back the excluded rewrite.
+JOINED = ("gcc.cxxflags", "optimizer_excluding")
+
+
+def _join(key, default, user):
+    if not default or not user:
+        return user or default
+    if key == "optimizer_excluding":  # names joined by ':', each once
+        names = default.split(":")
+        return ":".join(names + [n for n in user.split(":") if n not in names])
+    # Already holds the default (merged flags passed on, e.g. the bench's
+    # printed ones): keep it, else repeated flags would change the cache key
+    # of every module.
+    if user == default or user.startswith(default + " "):
+        return user
+    return default + " " + user
+
 
 def merge_flags(user_flags, defaults=DEFAULT_FLAGS):
-    """Return a THEANO_FLAGS string: ``defaults`` overridden by ``user_flags``."""
-    merged = dict(defaults)
+    """Return a THEANO_FLAGS string: ``defaults`` updated by ``user_flags``.
+
+    A user's value replaces the default, except for the :data:`JOINED` keys,
+    where it is added to it. A user's own ``blas.ldflags`` drops the
+    default's BLAS renaming header (the renamed symbols are the default
+    library's only).
+    """
+    user = {}
     for item in filter(None, (s.strip() for s in (user_flags or "").split(","))):
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError("THEANO_FLAGS entry %r is not key=value" % item)
-        merged[key.strip()] = value.strip()
+        user[key.strip()] = value.strip()
+    merged = dict(defaults)
+    if (_BLAS_CXXFLAGS and "gcc.cxxflags" in merged and "blas.ldflags" in user
+            and user["blas.ldflags"] != merged.get("blas.ldflags")):
+        merged["gcc.cxxflags"] = " ".join(
+            merged["gcc.cxxflags"].replace(_BLAS_CXXFLAGS, "").split())
+    for key, value in user.items():
+        merged[key] = _join(key, merged.get(key, ""), value) if key in JOINED else value
     return ",".join("%s=%s" % kv for kv in merged.items())
 
 
 def configure_theano():
-    """Set THEANO_FLAGS and the scan fallback; warn if Theano came first."""
+    """Import Theano with the merged flags and the scan fallback; warn if
+    Theano came first."""
     if "theano" in sys.modules:
         warnings.warn("Theano was imported before `captioning`; its flags "
                       "(floatX, blas.ldflags, compiledir) may be wrong. "
                       "Import captioning first.", stacklevel=3)
         return
-    os.environ["THEANO_FLAGS"] = merge_flags(os.environ.get("THEANO_FLAGS"))
     # With blas.ldflags empty Theano warns on every import that it calls BLAS
     # through numpy's C-API; that is expected here, so keep it out of outputs.
     logging.getLogger("theano.tensor.blas").setLevel(logging.ERROR)
@@ -154,3 +227,15 @@ def configure_theano():
         # A None entry makes its import fail at once, so Scan uses its
         # pure-Python loop instead of trying (and failing) to compile.
         sys.modules.setdefault("theano.scan_module.scan_perform_ext", None)
+    user_flags = os.environ.get("THEANO_FLAGS")
+    os.environ["THEANO_FLAGS"] = merge_flags(user_flags)
+    try:
+        import theano  # noqa: F401  (reads THEANO_FLAGS now, and only now)
+    finally:
+        # Leave the environment as the user set it: a child process that
+        # imports captioning merges the defaults of its own CAPTION_SPEEDUPS
+        # (a child with CAPTION_SPEEDUPS=0 must not inherit the speed flags).
+        if user_flags is None:
+            del os.environ["THEANO_FLAGS"]
+        else:
+            os.environ["THEANO_FLAGS"] = user_flags

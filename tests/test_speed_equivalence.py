@@ -3,13 +3,12 @@
 Two fresh processes train the same small model (same seed, same batch) for
 one adam step:
 
-* *fast*: the project's defaults (BLAS linked directly, the optimizer
-  settings of captioning/theano_setup.py, the fused cross-entropy of
-  CaptionModel) and ``warn_float64=raise``, so any float64 variable in the
-  train or validation graph is an error;
-* *baseline*: ``blas.ldflags`` empty (BLAS through numpy's C-API), Theano's
-  own optimizer (without captioning.theano_opt's rewrites), Theano's own
-  exp/log loops, the unfused loss (``fused_loss = False``).
+* *fast*: the project's defaults (``CAPTION_SPEEDUPS`` on: BLAS linked
+  directly, the optimizer settings and rewrites, the fused cross-entropy
+  and kept buffers of CaptionModel) and ``warn_float64=raise``, so any
+  float64 variable in the train or validation graph is an error;
+* *baseline*: ``CAPTION_SPEEDUPS=0``: Theano's own behaviour (BLAS through
+  numpy's C-API, Theano's own optimizer and exp/log loops), the unfused loss.
 
 The loss and the parameters after the step must agree to float32 precision.
 """
@@ -25,11 +24,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 RUN = textwrap.dedent("""
-    import os, sys
+    import sys
     import captioning
     import lasagne, numpy as np, theano
     from captioning.model import CaptionModel, Vocabulary
-    CaptionModel.fused_loss = os.environ["SPEED_BASELINE"] != "1"
     lasagne.random.set_rng(np.random.RandomState(42))
     words = ["#UNK#", "#START#", "#END#"] + ["w%d" % i for i in range(57)]
     model = CaptionModel(Vocabulary(words), embed_size=8, lstm_units=12)
@@ -45,14 +43,13 @@ RUN = textwrap.dedent("""
     np.savez(sys.argv[1], loss=loss, val_before=val_before,
              val_after=val_step(codes, sentences), **values)
     print("flags:", theano.config.blas.ldflags or "(numpy C-API)",
-          theano.config.optimizer_excluding, "fused:", CaptionModel.fused_loss)
+          theano.config.optimizer_excluding, "fused:", CaptionModel.fused_loss,
+          "allow_gc:", train_step.maker.linker.allow_gc)
 """)
 
 
-def run(tmp_path, name, flags, baseline):
-    env = dict(os.environ)
-    env["THEANO_FLAGS"] = flags
-    env["SPEED_BASELINE"] = "1" if baseline else "0"
+def run(tmp_path, name, flags, speedups):
+    env = dict(os.environ, THEANO_FLAGS=flags, CAPTION_SPEEDUPS=speedups)
     out = tmp_path / (name + ".npz")
     result = subprocess.run([sys.executable, "-c", RUN, str(out)], env=env,
                             cwd=ROOT, text=True, capture_output=True)
@@ -62,12 +59,8 @@ def run(tmp_path, name, flags, baseline):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("speed")
-    fast = run(tmp, "fast", "warn_float64=raise", baseline=False)
-    base = run(tmp, "baseline", "blas.ldflags=,optimizer_excluding="
-               "captioning_sum0_to_gemv:captioning_vector_xent:captioning_simd_elemwise,"
-               "lib.amdlibm=False,"
-               "gcc.cxxflags=",
-               baseline=True)
+    fast = run(tmp, "fast", "warn_float64=raise", speedups="1")
+    base = run(tmp, "baseline", "", speedups="0")
     return fast, base
 
 
@@ -82,6 +75,7 @@ def test_fast_settings_compute_what_the_baseline_computes(runs):
     assert fast.returncode == 0, fast.stderr[-3000:]
     assert base.returncode == 0, base.stderr[-3000:]
     assert "(numpy C-API)" in base.stdout and "fused: False" in base.stdout
+    assert "allow_gc: True" in base.stdout and "allow_gc: False" in fast.stdout
     assert "(numpy C-API)" not in fast.stdout, "BLAS is not linked directly"
     with np.load(fast_out) as f, np.load(base_out) as b:
         assert set(f.files) == set(b.files)

@@ -1,4 +1,5 @@
-"""Theano is configured once, and a user's THEANO_FLAGS win."""
+"""Theano is configured once, and a user's THEANO_FLAGS win (or, for
+gcc.cxxflags and optimizer_excluding, are added to the defaults)."""
 import ctypes
 import os
 import re
@@ -8,7 +9,13 @@ import textwrap
 
 import pytest
 
-from captioning.theano_setup import BLAS_RENAMES, DEFAULT_FLAGS, blas_library, merge_flags
+from captioning import fastmath
+from captioning.theano_setup import (BLAS_RENAMES, DEFAULT_FLAGS, SPEED_FLAGS, STACK_FLAGS,
+                                     blas_library, merge_flags)
+
+# The defaults with the speed-ups on, whatever this process's CAPTION_SPEEDUPS.
+ON = {**STACK_FLAGS, **SPEED_FLAGS}
+RENAMES = "-include %s" % BLAS_RENAMES
 
 
 def parse(flags):
@@ -31,9 +38,37 @@ def test_malformed_entry_is_an_error():
         merge_flags("floatX")
 
 
+def test_users_cxxflags_are_added_after_the_defaults():
+    defaults = {"floatX": "float32", "gcc.cxxflags": "-g0 -include /x/names.h"}
+    flags = parse(merge_flags("gcc.cxxflags=-O2 -DX=1", defaults))
+    assert flags["gcc.cxxflags"] == "-g0 -include /x/names.h -O2 -DX=1"
+
+
+def test_users_optimizer_excluding_is_joined_with_the_default():
+    defaults = {"optimizer_excluding": "local_dot22_to_dot22scalar"}
+    flags = parse(merge_flags("optimizer_excluding=a:local_dot22_to_dot22scalar:b", defaults))
+    assert flags["optimizer_excluding"] == "local_dot22_to_dot22scalar:a:b"
+
+
+def test_merging_merged_flags_again_changes_nothing():
+    once = merge_flags("gcc.cxxflags=-DX,optimizer_excluding=a,floatX=float64", ON)
+    assert merge_flags(once, ON) == once
+
+
+def test_users_own_blas_library_drops_the_renaming_header():
+    # The header renames sgemm_ & co. to the symbols of the default library
+    # only; another library keeps the plain names.
+    if RENAMES not in ON["gcc.cxxflags"]:
+        pytest.skip("no scipy-openblas32 here: nothing is renamed")
+    flags = parse(merge_flags("blas.ldflags=-lblas", ON))
+    assert flags["blas.ldflags"] == "-lblas"
+    assert flags["gcc.cxxflags"] == fastmath.theano_flags().get("gcc.cxxflags", "")
+
+
 def run_python(code, flags=None):
     env = dict(os.environ)
     env.pop("THEANO_FLAGS", None)
+    env.pop("CAPTION_SPEEDUPS", None)
     if flags is not None:
         env["THEANO_FLAGS"] = flags
     return subprocess.run([sys.executable, "-c", code], env=env, text=True,
@@ -103,3 +138,25 @@ def test_fresh_process_keeps_the_users_flag():
     out = run_python("import captioning, theano; print(theano.config.floatX)",
                      flags="floatX=float64")
     assert out == ["float64"]
+
+
+def test_users_cxxflags_and_exclusions_keep_blas_and_the_defaults_working():
+    # A user's gcc.cxxflags used to replace the default ones, and with them
+    # the header that renames Theano's BLAS calls to the library that
+    # blas.ldflags links (and fastmath's include path): no module compiled.
+    code = textwrap.dedent("""
+        import captioning, numpy as np, theano, theano.tensor as T
+        a, b = T.matrix(), T.matrix()
+        f = theano.function([a, b], T.dot(a, b))
+        rng = np.random.RandomState(0)
+        x, y = rng.randn(70, 90).astype("float32"), rng.randn(90, 50).astype("float32")
+        err = abs(f(x, y) - x.astype("f8") @ y).max()
+        ops = [type(n.op).__name__ for n in f.maker.fgraph.toposort()]
+        excluded = theano.compile.get_default_mode()._optimizer.exclude
+        print(ops == ["Dot22"], err < 1e-4, "libscipy_openblas.so" in open("/proc/self/maps").read(),
+              theano.config.gcc.cxxflags.endswith(" -DCAPTIONING_USER_FLAG"),
+              {"local_dot22_to_dot22scalar", "captioning_sum0_to_gemv"} <= set(excluded))
+    """)
+    out = run_python(code, flags="gcc.cxxflags=-DCAPTIONING_USER_FLAG,"
+                                 "optimizer_excluding=captioning_sum0_to_gemv")
+    assert out == ["True"] * 5, out
