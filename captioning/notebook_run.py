@@ -182,8 +182,10 @@ def summary(nb, run_dir, since):
     if run_dir is None:
         lines.append("figures: CAPTION_RUN_DIR not set")
     else:
-        # mtimes can lag the clock by a filesystem tick: allow 2 s
-        figures = sorted(p for p in glob.glob(os.path.join(run_dir, "**", "*.png"), recursive=True)
+        # the notebook saves its figures in RUN_DIR itself (not below: a data
+        # directory there holds thousands of PNGs); mtimes can lag the clock
+        # by a filesystem tick: allow 2 s
+        figures = sorted(p for p in glob.glob(os.path.join(run_dir, "*.png"))
                          if os.path.getmtime(p) >= since - 2)
         lines.append("figures written in %s:" % run_dir if figures
                      else "figures: none written in %s" % run_dir)

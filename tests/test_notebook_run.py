@@ -139,6 +139,8 @@ def test_run_shows_progress_live_and_ends_with_summary(tmp_path):
     run_dir.mkdir()
     (run_dir / "stale.png").write_bytes(b"\x89PNG old")
     os.utime(run_dir / "stale.png", (time.time() - 3600,) * 2)
+    (run_dir / "data" / "images").mkdir(parents=True)      # new, but not a figure of the run
+    (run_dir / "data" / "images" / "synthetic_00001.png").write_bytes(b"\x89PNG new")
     go = tmp_path / "go"
     src = write_notebook(tmp_path / "nb.ipynb", [
         nbformat.v4.new_markdown_cell('<h1 align="center"> Intro </h1>\nwords'),
