@@ -39,7 +39,9 @@ unit: setup
 	$(PY) -m pytest tests
 
 # The main job: run the seminar notebook headless (default data and training
-# length; override e.g. `make demo CAPTION_EPOCHS=5`). Executed copy and
+# length; override e.g. `make demo CAPTION_EPOCHS=5 CAPTION_DATA=synthetic`).
+# It prints each section and the training as they run, then the final losses,
+# a few captions for new photos and the figures' paths. Executed copy and
 # figures go to runs/demo/.
 demo: setup
 	CAPTION_RUN_DIR=$(CURDIR)/runs/demo $(PY) -m captioning.notebook_run $(NOTEBOOK) runs/demo/$(notdir $(NOTEBOOK))

@@ -15,9 +15,10 @@ A data directory (``data/`` by default) holds, for N images:
     ``{"seed": ..., "split": [N x "train"|"val"|"test"], ...}``: the split
     by image (never by caption).
 ``dataset.json``
-    Where the data came from (``source``: ``coco-seminar``, ``flickr8k`` or
-    ``synthetic``), the CNN, counts. Written last, so an interrupted write
-    never leaves a directory that looks complete.
+    Where the data came from (``source``: ``seminar``, ``flickr8k`` or
+    ``synthetic``; older directories say ``coco-seminar`` for the seminar's
+    bundle, read as ``seminar``), the CNN, counts. Written last, so an
+    interrupted write never leaves a directory that looks complete.
 
 The original bundle (``image_codes.npy`` + ``caption_tokens.pcl`` only) also
 loads: names become ``coco_000000``... and the split is the seeded one of
@@ -43,7 +44,7 @@ __all__ = [
     "tokenize", "make_split", "seminar_split", "find_data", "encode_images",
     "resolve_data_dir", "default_flickr8k_dir", "atomic_write", "has_dataset",
     "SOURCES", "COMMANDS", "finish_seminar", "save_split",
-    "check_target",
+    "check_target", "source_name",
 ]
 
 CODES_FILE = "image_codes.npy"
@@ -55,9 +56,12 @@ META_FILE = "dataset.json"
 
 CODE_SIZE = 1000
 SPLITS = ("train", "val", "test")
-SOURCES = ("coco-seminar", "flickr8k", "synthetic")
+# The names of the data sources, the same as `caption data SOURCE`.
+SOURCES = ("seminar", "flickr8k", "synthetic")
+# Names written by earlier versions in dataset.json -> today's names.
+OLD_SOURCE_NAMES = {"coco-seminar": "seminar"}
 # the command that makes each source's files
-COMMANDS = {"coco-seminar": "caption data seminar",
+COMMANDS = {"seminar": "caption data seminar",
             "flickr8k": "caption data flickr8k",
             "synthetic": "caption data synthetic"}
 MAKE_HINT = ("run `caption data seminar` (the seminar's COCO bundle, 500 MB "
@@ -91,7 +95,7 @@ class Dataset:
     split : np.ndarray
         N strings, ``'train'``, ``'val'`` or ``'test'``.
     source : str
-        ``'coco-seminar'``, ``'flickr8k'`` or ``'synthetic'``.
+        ``'seminar'``, ``'flickr8k'`` or ``'synthetic'``.
     meta : dict
         Everything else recorded in ``dataset.json``.
     """
@@ -274,6 +278,12 @@ def default_flickr8k_dir():
     return (REPO_ROOT / ".." / "shared" / "flickr8k").resolve()
 
 
+def source_name(name):
+    """Today's name of a source (``'coco-seminar'``, written by earlier
+    versions, is ``'seminar'``); other names are returned unchanged."""
+    return OLD_SOURCE_NAMES.get(name, name)
+
+
 def has_dataset(data_dir):
     """Return the source of the dataset in ``data_dir``, or None."""
     d = Path(data_dir)
@@ -281,11 +291,12 @@ def has_dataset(data_dir):
         return None
     if (d / META_FILE).exists():
         try:
-            return json.loads((d / META_FILE).read_text("utf-8"))["source"]
+            return source_name(
+                json.loads((d / META_FILE).read_text("utf-8"))["source"])
         except (ValueError, KeyError):
             return None
     if (d / CAPTIONS_PCL).exists():
-        return "coco-seminar"
+        return "seminar"
     return None
 
 
@@ -401,7 +412,7 @@ def load_dataset(data_dir="data"):
         raise DataError("%s has %s but no %s: an interrupted write; rerun "
                         "the `caption data ...` command that made it"
                         % (d, CAPTIONS_JSON, META_FILE))
-    source = meta.get("source", "coco-seminar")
+    source = source_name(meta.get("source", "seminar"))
     if source not in SOURCES:
         raise DataError("%s: unknown source %r" % (d / META_FILE, source))
 
@@ -421,7 +432,7 @@ def load_dataset(data_dir="data"):
 
     if (d / NAMES_FILE).exists():
         names = (d / NAMES_FILE).read_text("utf-8").splitlines()
-    elif source == "coco-seminar":
+    elif source == "seminar":
         names = ["coco_%06d" % i for i in range(n)]
     else:
         raise _missing(d / NAMES_FILE, "the image names")
@@ -429,13 +440,13 @@ def load_dataset(data_dir="data"):
     if (d / SPLIT_FILE).exists():
         split = np.array(json.loads((d / SPLIT_FILE).read_text("utf-8"))
                          ["split"], dtype="<U5")
-    elif source == "coco-seminar":
+    elif source == "seminar":
         split = seminar_split(n)
     else:
         raise _missing(d / SPLIT_FILE, "the train/val split")
 
     validate(codes, captions, names, split)
-    meta.setdefault("source", source)
+    meta["source"] = source
     meta["image_dir"] = _image_folder(d, meta)
     return Dataset(codes, captions, names, split, source, meta)
 
@@ -514,7 +525,7 @@ def save_dataset(dataset, out_dir, split_info=None, overwrite_source=False):
                 n_captions=sum(len(c) for c in dataset.captions))
     with atomic_write(out / META_FILE, "w") as f:
         json.dump(meta, f, indent=1, ensure_ascii=False)
-    if existing == "coco-seminar" and (out / CAPTIONS_PCL).exists():
+    if existing == "seminar" and (out / CAPTIONS_PCL).exists():
         # the bundle's codes were replaced; its pickle no longer matches
         os.replace(out / CAPTIONS_PCL, out / (CAPTIONS_PCL + ".replaced"))
     return out
@@ -561,7 +572,7 @@ def finish_seminar(out_dir):
         "seed": SEMINAR_SPLIT_SEED,
         "method": "seeded random split by image, %d val images"
                   % int((dataset.split == "val").sum())})
-    meta = {"source": "coco-seminar", "captions_file": CAPTIONS_PCL,
+    meta = {"source": "seminar", "captions_file": CAPTIONS_PCL,
             "cnn": "googlenet (BVLC, the seminar's codes)",
             "n_images": len(dataset),
             "n_captions": sum(len(c) for c in dataset.captions),
@@ -644,9 +655,10 @@ def find_data(preferred=None, data_dir="data", flickr8k_dir=None,
 
     Parameters
     ----------
-    preferred : {'coco-seminar', 'flickr8k', 'synthetic'}, optional
-        Insist on this source. ``'coco-seminar'`` is never downloaded here
-        (500 MB): run ``caption data seminar``.
+    preferred : {'auto', 'seminar', 'flickr8k', 'synthetic'}, optional
+        Insist on this source; ``'auto'`` is the same as None (the
+        notebook passes its CAPTION_DATA through). ``'seminar'`` is never
+        downloaded here (500 MB): run ``caption data seminar``.
     data_dir : str or Path
     flickr8k_dir : str or Path, optional
     build : bool
@@ -657,9 +669,12 @@ def find_data(preferred=None, data_dir="data", flickr8k_dir=None,
     -------
     Dataset
     """
-    if preferred is not None and preferred not in SOURCES:
-        raise DataError("unknown source %r; choose one of %s"
-                        % (preferred, ", ".join(SOURCES)))
+    preferred = None if preferred == "auto" else preferred
+    if preferred is not None:
+        preferred = source_name(preferred)
+        if preferred not in SOURCES:
+            raise DataError("unknown source %r; choose one of %s"
+                            % (preferred, ", ".join(("auto",) + SOURCES)))
     d = resolve_data_dir(data_dir)
     held = has_dataset(d)
     if held and (preferred is None or held == preferred):
@@ -668,7 +683,7 @@ def find_data(preferred=None, data_dir="data", flickr8k_dir=None,
         raise DataError("%s holds %s data, not %s; run `%s --out OTHER_DIR` "
                         "and load that" % (d, held, preferred,
                                            COMMANDS[preferred]))
-    if preferred == "coco-seminar" or not build:
+    if preferred == "seminar" or not build:
         want = COMMANDS.get(preferred, "caption data ...")
         raise DataError("no data in %s; run `%s`" % (d, want))
     flickr = Path(flickr8k_dir) if flickr8k_dir else default_flickr8k_dir()

@@ -268,13 +268,13 @@ def fetch_seminar(out_dir="data", url=SEMINAR_URL, expected_size=SEMINAR_SIZE,
 
     out_dir = Path(out_dir)
     held = has_dataset(out_dir)
-    if held and held != "coco-seminar" and not force:
+    if held and held != "seminar" and not force:
         raise DataError("%s already holds %s data; use another --out "
                         "directory, or --force to replace it"
                         % (out_dir, held))
     if not ((out_dir / CODES_FILE).exists()
-            and (out_dir / CAPTIONS_PCL).exists() and held == "coco-seminar"):
-        if held and held != "coco-seminar":
+            and (out_dir / CAPTIONS_PCL).exists() and held == "seminar"):
+        if held and held != "seminar":
             (out_dir / "dataset.json").unlink()   # replaced below
         archive = out_dir / "data.tar.gz"
         if not archive.exists():

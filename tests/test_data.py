@@ -105,7 +105,7 @@ def test_original_bundle_loads_with_seeded_split(tmp_path):
     captions = [["a man riding a bike"] * 5 for _ in range(30)]
     write_bundle(tmp_path, codes, captions)
     ds = load_dataset(tmp_path)
-    assert ds.source == "coco-seminar"
+    assert ds.source == "seminar"
     assert ds.names[0] == "coco_000000" and ds.names[-1] == "coco_000029"
     assert (ds.split == "val").sum() == 6          # n // 5 below 25000
     assert ds.captions[0][0] == "a man riding a bike"
@@ -136,7 +136,7 @@ def test_finish_seminar_records_files_and_keeps_originals(tmp_path):
     assert (tmp_path / "image_names.txt").read_text().splitlines()[3] == \
         "coco_000003"
     meta = json.loads((tmp_path / "dataset.json").read_text())
-    assert meta["source"] == "coco-seminar"
+    assert meta["source"] == "seminar"
     assert meta["captions_file"] == "caption_tokens.pcl"
 
 
@@ -219,7 +219,7 @@ def test_malicious_caption_pickle_refused(tmp_path):
 
 def test_other_source_is_not_overwritten(tmp_path):
     write_bundle(tmp_path, np.zeros((2, 1000), np.float32), [["a"], ["b"]])
-    with pytest.raises(DataError, match="already holds coco-seminar"):
+    with pytest.raises(DataError, match="already holds seminar data"):
         save_dataset(toy(), tmp_path)
     assert np.load(tmp_path / "image_codes.npy").shape == (2, 1000)
     save_dataset(toy(), tmp_path, overwrite_source=True)
@@ -383,9 +383,58 @@ def test_find_data_order(tmp_path, monkeypatch):
                      progress=False) == "synthetic!"
     assert seen == [tmp_path / "d2"]
     with pytest.raises(DataError, match="caption data seminar"):
-        find_data("coco-seminar", data_dir=tmp_path / "d3")
+        find_data("seminar", data_dir=tmp_path / "d3")
     with pytest.raises(DataError, match="no data"):
         find_data(data_dir=tmp_path / "d4", build=False)
+
+
+@pytest.mark.parametrize("name, make", [
+    ("seminar", lambda d: write_bundle(d, np.zeros((10, 1000), np.float32),
+                                       [["a dog"]] * 10)),
+    ("flickr8k", lambda d: save_dataset(toy(source="flickr8k"), d)),
+    ("synthetic", lambda d: save_dataset(toy(source="synthetic"), d)),
+])
+def test_find_data_takes_each_name_and_auto(tmp_path, name, make):
+    # the notebook passes CAPTION_DATA (auto | seminar | flickr8k | synthetic)
+    # straight through; `caption data NAME` makes each of them
+    make(tmp_path / "d")
+    for asked in (name, "auto", None):
+        ds = find_data(asked, data_dir=tmp_path / "d", build=False)
+        assert ds.source == name
+    other = {"seminar": "synthetic"}.get(name, "seminar")
+    with pytest.raises(DataError, match="holds %s data, not %s; run `%s"
+                       % (name, other, "caption data " + other)):
+        find_data(other, data_dir=tmp_path / "d", build=False)
+
+
+def test_unknown_source_lists_the_names(tmp_path):
+    with pytest.raises(DataError) as info:
+        find_data("coco", data_dir=tmp_path)
+    assert str(info.value) == ("unknown source 'coco'; choose one of auto, "
+                               "seminar, flickr8k, synthetic")
+
+
+def test_data_dir_written_as_coco_seminar_still_loads(tmp_path):
+    # what `caption data seminar` wrote before the sources had one set of names
+    write_bundle(tmp_path, np.ones((10, 1000), np.float32), [["a dog"]] * 10)
+    (tmp_path / "image_names.txt").write_text(
+        "".join("coco_%06d\n" % i for i in range(10)))
+    (tmp_path / "split.json").write_text(json.dumps(
+        {"split": ["train"] * 8 + ["val"] * 2}))
+    (tmp_path / "dataset.json").write_text(json.dumps(
+        {"source": "coco-seminar", "captions_file": "caption_tokens.pcl"}))
+    assert data.has_dataset(tmp_path) == "seminar"
+    ds = load_dataset(tmp_path)
+    assert ds.source == "seminar" and ds.meta["source"] == "seminar"
+    assert list(ds.split) == ["train"] * 8 + ["val"] * 2
+    assert find_data("seminar", data_dir=tmp_path).source == "seminar"
+    assert find_data(data_dir=tmp_path).source == "seminar"
+    with pytest.raises(DataError, match="already holds seminar data"):
+        save_dataset(toy(), tmp_path)
+    # re-recording the bundle writes the new name
+    data.finish_seminar(tmp_path)
+    assert json.loads((tmp_path / "dataset.json").read_text())["source"] \
+        == "seminar"
 
 
 def test_flickr8k_env_var_overrides_default(monkeypatch, tmp_path):

@@ -256,7 +256,7 @@ def test_fetch_seminar_end_to_end(server, tmp_path):
     out = tmp_path / "data"
     dataset = fetch_seminar(out, url=server.url + "/data.tar.gz",
                             expected_size=len(blob), progress=False)
-    assert dataset.source == "coco-seminar"
+    assert dataset.source == "seminar"
     np.testing.assert_array_equal(dataset.codes, codes)
     assert dataset.captions == captions
     assert dataset.names[:2] == ["coco_000000", "coco_000001"]
@@ -264,7 +264,7 @@ def test_fetch_seminar_end_to_end(server, tmp_path):
     assert (out / "caption_tokens.pcl").read_bytes() == pickle.dumps(
         captions, 2)
     assert json.loads((out / "dataset.json").read_text())["source"] == \
-        "coco-seminar"
+        "seminar"
     assert len(json.loads((out / "split.json").read_text())["split"]) == 12
     assert not (out / "data.tar.gz").exists()
     again = load_dataset(out)
@@ -273,6 +273,17 @@ def test_fetch_seminar_end_to_end(server, tmp_path):
     fetch_seminar(out, url=server.url + "/data.tar.gz",
                   expected_size=len(blob), progress=False)
     assert server.ranges == [None]
+    # nor when dataset.json has the name earlier versions wrote; the new
+    # name is written
+    meta = json.loads((out / "dataset.json").read_text())
+    (out / "dataset.json").write_text(json.dumps(dict(meta,
+                                                      source="coco-seminar")))
+    assert fetch_seminar(out, url=server.url + "/data.tar.gz",
+                         expected_size=len(blob),
+                         progress=False).source == "seminar"
+    assert server.ranges == [None]
+    assert json.loads((out / "dataset.json").read_text())["source"] == \
+        "seminar"
 
 
 def test_fetch_seminar_refuses_malicious_archive(server, tmp_path):
