@@ -81,7 +81,7 @@ def cached_codes(image_paths, cnn="efficientnet_lite0", progress=True,
     todo = sorted({i for i, key in keys.items() if key not in cached})
     bar = None
     if todo and progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
         print("encoding %d of %d photos with %s (cached in %s)"
               % (len(todo), len(paths), cnn, cache_file))
         bar = tqdm(total=len(todo), unit="img", desc=cnn, dynamic_ncols=True)

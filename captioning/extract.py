@@ -203,7 +203,7 @@ def _batch_ranges(todo_rows, batch_size):
 def _progress_bar(progress, total, initial, desc):
     if not progress:
         return None
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
     return tqdm(total=total, initial=initial, unit="img", desc=desc,
                 dynamic_ncols=True)
 
