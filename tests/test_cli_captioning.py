@@ -10,6 +10,9 @@ import pytest
 from _flickr8k_fakes import DEV, TRAIN, install_fake_cnn, make_fake_flickr8k
 from captioning.cli import main
 
+TINY = ["--embed-size", "8", "--lstm-units", "16", "--batch-size", "8"]
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A fake Flickr8k folder, a fake CNN, a private code cache."""
@@ -25,8 +28,7 @@ def env(tmp_path_factory):
 def trained(env, tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "tiny"
     rc = main(["train", "--flickr8k", str(env), "--out", str(out),
-               "--epochs", "2", "--embed-size", "8", "--lstm-units", "16",
-               "--batch-size", "8"])
+               "--epochs", "2"] + TINY)
     assert rc == 0
     return out
 
@@ -48,7 +50,7 @@ def test_train_writes_a_model_directory(trained):
 
 def test_train_resumes_from_the_last_epoch(env, trained, capsys):
     rc = main(["train", "--flickr8k", str(env), "--out", str(trained),
-               "--epochs", "3"])
+               "--epochs", "3"] + TINY)
     assert rc == 0
     captured = capsys.readouterr()
     assert "resuming %s after epoch 2" % trained in captured.err
