@@ -324,6 +324,9 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     held = set(selection_split(listed[0])[1])  # unreadable photos included
     codes, names, captions = encode_split(*listed)
     is_held = np.array([n in held for n in names], bool)
+    if is_held.all() or not is_held.any():
+        raise UsageError("no readable photo left to %s"
+                         % ("train on" if is_held.all() else "choose the epoch"))
     train_codes, sel_codes = codes[~is_held], codes[is_held]
     train_names = [n for n in names if n not in held]
     selection_names = [n for n in names if n in held]
@@ -346,8 +349,10 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
             state, saved_meta = read_checkpoint(str(state_path))
             check_meta(state_path, saved_meta, meta)
         except CheckpointMismatch as error:
-            raise UsageError("cannot resume: %s. Use the same options, or "
-                             "--out a new directory" % error)
+            raise UsageError("cannot resume: %s. %s" % (error, (
+                "Use the same options, or --out a new directory"
+                if error.differences else
+                "Use --out a new directory, or delete it to start afresh")))
         except (OSError, ValueError, KeyError) as error:
             raise UsageError("cannot read %s: %s; --out a new directory"
                              % (state_path, error))

@@ -217,4 +217,16 @@ def test_a_checkpoint_without_settings_is_refused(one_epoch, tmp_path, capsys):
         np.savez(f, **arrays)                 # as older versions wrote it
     assert main(train_args(folder, model, "--epochs", "2")) == 2
     err = capsys.readouterr().err
-    assert "records no settings" in err and "--out a new directory" in err
+    error, = [line for line in err.splitlines() if "error:" in line]
+    assert "records no settings" in error and "--out a new directory" in error
+
+
+def test_an_unreadable_selection_set_is_refused(tmp_path, capsys):
+    folder = make_fake_flickr8k(tmp_path / "flickr8k")
+    held, = selection_split(TRAIN)[1]
+    (folder / "images" / held).write_bytes(b"not a jpeg")
+    assert main(train_args(folder, tmp_path / "model", "--epochs", "1")) == 2
+    err = capsys.readouterr().err
+    assert "skipping" in err and held in err
+    assert "no readable photo left to choose the epoch" in err
+    assert not (tmp_path / "model").exists()
