@@ -1,17 +1,29 @@
 """``caption train``: fit the seminar graph on Flickr8k and write a model dir.
 
-Trains on the standard train split (6,000 photos x 5 captions) with Adam,
-validates on the dev split after every epoch, and writes into ``--out``:
+Trains with Adam on the standard train split (6,000 photos x 5 captions)
+minus a fixed *selection* slice: 500 of its photos, chosen by a salted hash
+of their names (so the same ones every run), held out of training. After
+every epoch the loss on the selection slice drives everything that needs a
+held-out number: the learning rate is halved after an epoch that did not
+lower it by ``MIN_DELTA`` (down to a floor), training stops after
+``--patience`` such epochs in a row, and the weights kept are those of the
+epoch with the lowest selection loss. The dev split is never read, so
+``caption evaluate ... --list Flickr_8k.devImages.txt`` is an honest
+estimate. Writes into ``--out``:
 
 ``params.npz``, ``model.json``
-    The model with the best dev BLEU-4 so far (greedy decoding), read by
-    ``caption describe`` and ``caption evaluate``.
+    The model of the epoch with the lowest selection loss, read by
+    ``caption describe`` and ``caption evaluate``; ``model.json`` also holds
+    the history, the kept epoch, the selection photos and why training
+    stopped.
 ``train_state.npz``
-    The latest epoch's weights, Adam's moments and the history: rerunning
-    the same command resumes from it (an interrupt loses at most the
-    epoch in progress).
+    The latest epoch's weights, Adam's moments, the history and the
+    settings they depend on (hyper-parameters, vocabulary, a fingerprint of
+    the data): rerunning the same command resumes from it (an interrupt
+    loses at most the epoch in progress); other settings are refused.
 ``loss.png``
-    Train and dev loss per epoch, and dev BLEU-4.
+    Train and selection loss per epoch (kept epoch and stop marked), and
+    the selection slice's greedy BLEU-4 (for information only).
 
 The photos' CNN codes are computed once and cached
 (:mod:`captioning.codes_cache`).
@@ -19,6 +31,7 @@ The photos' CNN codes are computed once and cached
 import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -28,12 +41,19 @@ import numpy as np
 
 from captioning.cli import UsageError
 
-__all__ = ["register", "run", "train"]
+__all__ = ["register", "run", "train", "selection_split", "stale_epochs",
+           "next_learning_rate", "stop_reason", "kept_epoch"]
 
 DEFAULT_MINUTES = 55     # the whole run, compile and validation included
 DEFAULT_EPOCHS = 40
+PATIENCE = 3             # epochs without improvement before stopping
+MIN_DELTA = 1e-3         # nats per word: smaller gains count as no improvement
+LR_DECAY = 0.5           # applied after every epoch without improvement
+LR_FLOOR = 1 / 16        # of the initial learning rate (four halvings)
+SELECTION_IMAGES = 500   # photos held out of the train split (at most 1/10)
 BATCH_SIZE = 64
 MAX_TOKENS = 22          # #START# + 20 words + #END#: longer captions are cut
+CNN = "efficientnet_lite0"
 STATE_FILE = "train_state.npz"
 PLOT_FILE = "loss.png"
 SEED = 0
@@ -43,12 +63,14 @@ def register(subparsers):
     p = subparsers.add_parser(
         "train", help="train the captioning model on Flickr8k",
         description="Train the seminar's LSTM captioner on the Flickr8k train "
-                    "split, validate on dev after every epoch and write a "
-                    "model directory. Interrupt at any time: rerunning the "
-                    "same command resumes from the last finished epoch.")
+                    "split, minus %d of its photos held out to choose the "
+                    "epoch, schedule the learning rate and stop when learning "
+                    "stops; the dev split is never read. Interrupt at any "
+                    "time: rerunning the same command resumes from the last "
+                    "finished epoch." % SELECTION_IMAGES)
     p.add_argument("--flickr8k", required=True, metavar="DIR",
                    help="Flickr8k folder: images/, Flickr8k.token.txt and "
-                        "the Flickr_8k.{train,dev}Images.txt split lists")
+                        "the Flickr_8k.trainImages.txt split list")
     p.add_argument("--out", required=True, metavar="MODEL_DIR",
                    help="model directory to write (and resume from)")
     p.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
@@ -56,6 +78,10 @@ def register(subparsers):
                         "included (default %(default)s)")
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
                    help="stop after this many epochs (default %(default)s)")
+    p.add_argument("--patience", type=int, default=PATIENCE,
+                   help="stop after this many epochs in a row without the "
+                        "selection loss improving by %g (default "
+                        "%%(default)s)" % MIN_DELTA)
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                    help=argparse.SUPPRESS)  # tuning knob for tests
     p.add_argument("--embed-size", type=int, default=None,
@@ -66,10 +92,12 @@ def register(subparsers):
 
 
 def load_flickr8k(folder):
-    """``{split: (image paths, raw captions per image)}`` for train and dev."""
+    """``(image names, image paths, raw captions per image)`` of the train
+    list; refuses a train list that shares photos with the dev/test lists."""
     from captioning.data import DataError
-    from captioning.flickr8k import (TOKEN_FILE, image_folder, is_flickr8k_dir,
-                                     read_split_lists, read_tokens)
+    from captioning.flickr8k import (SPLIT_FILES, TOKEN_FILE, image_folder,
+                                     is_flickr8k_dir, read_split_lists,
+                                     read_tokens)
     folder = Path(folder)
     if not is_flickr8k_dir(folder):
         raise UsageError("%s is not a Flickr8k folder: it needs %s and "
@@ -79,28 +107,54 @@ def load_flickr8k(folder):
     except DataError as error:
         raise UsageError(str(error))
     lists = read_split_lists(folder)
+    if "train" not in lists:
+        raise UsageError("%s has no %s" % (folder, SPLIT_FILES["train"]))
+    for split in ("val", "test"):
+        shared = sorted(set(lists["train"]) & set(lists.get(split, ())))
+        if shared:
+            raise UsageError("%d photos of %s are also in %s (%s): the "
+                             "evaluation photos must stay out of training"
+                             % (len(shared), SPLIT_FILES["train"],
+                                SPLIT_FILES[split], ", ".join(shared[:3])))
+    names = [n for n in dict.fromkeys(lists["train"]) if n in captions]
+    if not names:
+        raise UsageError("no image of the train list has captions")
     image_dir = image_folder(folder)
-    result = {}
-    for split in ("train", "val"):
-        if split not in lists:
-            raise UsageError("%s has no %s split list" % (folder, split))
-        names = [n for n in lists[split] if n in captions]
-        if not names:
-            raise UsageError("no image of the %s list has captions" % split)
-        result[split] = ([image_dir / n for n in names],
-                         [captions[n] for n in names])
-    return result
+    return names, [image_dir / n for n in names], [captions[n] for n in names]
 
 
-def encode_split(paths, captions):
+def selection_split(names, n_selection=SELECTION_IMAGES):
+    """``(train names, selection names)``: the held-out photos are the
+    ``min(n_selection, len(names) // 10)`` (at least one) whose salted
+    sha256 comes first, so the choice does not depend on the list's order
+    and stays the same from run to run."""
+    if len(names) < 2:
+        raise UsageError("the train list needs at least 2 photos (one is "
+                         "held out to choose the epoch)")
+    n = max(1, min(n_selection, len(names) // 10))
+    ranked = sorted(names, key=lambda name: hashlib.sha256(
+        ("selection-%d:%s" % (SEED, name)).encode()).hexdigest())
+    held = set(ranked[:n])
+    return ([m for m in names if m not in held], [m for m in names if m in held])
+
+
+def fingerprint(names, captions):
+    """Photos and captions in one short line (count + sha256)."""
+    pairs = sorted(zip(names, captions))
+    digest = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
+    return "%d photos, %d captions, sha256 %s" % (
+        len(pairs), sum(len(c) for _, c in pairs), digest[:16])
+
+
+def encode_split(names, paths, captions):
     """Cached CNN codes; drop (and report) photos that cannot be read."""
     from captioning.codes_cache import cached_codes
-    codes, kept, failures = cached_codes(paths, progress=True)
+    codes, kept, failures = cached_codes(paths, CNN, progress=True)
     for path, reason in failures:
         print("skipping %s: %s" % (path, reason), file=sys.stderr)
     if not kept:
         raise UsageError("none of the %d images could be read" % len(paths))
-    return codes, [captions[i] for i in kept]
+    return codes, [names[i] for i in kept], [captions[i] for i in kept]
 
 
 def caption_pairs(codes_index, captions):
@@ -127,8 +181,8 @@ def batches(rows, tokens, batch_size, rng):
     return chunks
 
 
-def evaluate_dev(model, codes, rows, tokens, dev_refs, batch_size=500):
-    """Dev loss (all captions) and greedy BLEU-4 / CIDEr (all photos)."""
+def evaluate_selection(model, codes, rows, tokens, refs, batch_size=500):
+    """Selection loss (all captions) and greedy BLEU / CIDEr (all photos)."""
     from captioning.decode import greedy
     from captioning.metrics import score_captions
     _, val_step = model.compile_train()
@@ -140,13 +194,72 @@ def evaluate_dev(model, codes, rows, tokens, dev_refs, batch_size=500):
         n = float((matrix[:, 1:] != -1).sum())
         total += float(val_step(prepared[rows[part]], matrix)) * n
         count += n
-    found = greedy(model, codes)
-    scores = score_captions(found, dev_refs)
+    scores = score_captions(greedy(model, codes), refs)
     return total / count, scores
 
 
-def plot_history(history, path):
-    """Loss per epoch (train, dev) and dev BLEU-4, as a PNG."""
+# ------------------------------------------------- schedule and stopping
+# Pure functions of the history, so a resumed run decides exactly as the
+# uninterrupted one would have.
+
+def stale_epochs(history):
+    """Epochs since the selection loss last beat its best by > MIN_DELTA."""
+    best, stale = float("inf"), 0
+    for h in history:
+        stale = 0 if h["selection_loss"] < best - MIN_DELTA else stale + 1
+        best = min(best, h["selection_loss"])
+    return stale
+
+
+def next_learning_rate(history, learning_rate, floor):
+    """Halve the rate after an epoch without improvement, not below floor."""
+    if history and stale_epochs(history) > 0:
+        return max(learning_rate * LR_DECAY, floor)
+    return learning_rate
+
+
+def kept_epoch(history):
+    """The epoch with the lowest selection loss (the first, on a tie)."""
+    return min(history, key=lambda h: h["selection_loss"])["epoch"]
+
+
+def stop_reason(history, seconds, epochs, minutes, patience):
+    """Why training is over: 'plateau', 'epochs', 'minutes', or None."""
+    if history and stale_epochs(history) >= patience:
+        return "plateau"
+    if len(history) >= epochs:
+        return "epochs"
+    if seconds >= minutes * 60:
+        return "minutes"
+    return None
+
+
+def describe_stop(reason, history, seconds, epochs, minutes):
+    """One sentence: why training stopped after the last epoch."""
+    if reason == "plateau":
+        best = min(history, key=lambda h: h["selection_loss"])
+        return ("the selection loss has not improved by %g for %d epochs "
+                "(best %.3f at epoch %d; last learning rate %.2g)"
+                % (MIN_DELTA, stale_epochs(history), best["selection_loss"],
+                   best["epoch"], history[-1]["learning_rate"]))
+    if reason == "epochs":
+        return "%d epochs done (--epochs %d)" % (len(history), epochs)
+    return "the %g-minute budget is spent (%.1f min)" % (minutes, seconds / 60)
+
+
+MORE = {"plateau": "rerun with a larger --patience (it continues from the "
+                   "last epoch)",
+        "epochs": "rerun with a larger --epochs",
+        "minutes": "rerun with a larger --minutes"}
+
+
+STOP_LABELS = {"plateau": "no more improvement", "epochs": "--epochs reached",
+               "minutes": "--minutes spent"}
+
+
+def plot_history(history, path, kept=None, stopped=None):
+    """Train and selection loss per epoch (kept epoch and stop marked) and
+    the selection slice's greedy BLEU-4, as a PNG."""
     import matplotlib
     import matplotlib.ticker
     matplotlib.use("Agg")
@@ -155,13 +268,19 @@ def plot_history(history, path):
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    ax1.plot(epochs, [h["val_loss"] for h in history], "o-", label="dev")
+    ax1.plot(epochs, [h["selection_loss"] for h in history], "o-",
+             label="selection (held out of train)")
+    if kept is not None:
+        ax1.axvline(kept, color="C2", ls="--", label="kept: epoch %d" % kept)
+    if stopped is not None:
+        ax1.axvline(epochs[-1], color="C3", ls=":",
+                    label="stopped: " + STOP_LABELS[stopped])
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("cross-entropy per word")
     ax1.legend()
-    ax2.plot(epochs, [h["bleu4"] for h in history], "o-", color="C2")
+    ax2.plot(epochs, [h["selection_bleu4"] for h in history], "o-", color="C2")
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel("dev BLEU-4 (greedy)")
+    ax2.set_ylabel("selection BLEU-4 (greedy; not used to choose)")
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     fig.tight_layout()
@@ -178,62 +297,109 @@ def _state_variables(model):
             + [model.learning_rate])
 
 
+def run_settings(hyper, batch_size, vocab, train_data, selection_data):
+    """What the training state depends on: a resume must match all of it.
+    (--epochs, --minutes and --patience only say when to stop.)"""
+    return dict(hyper, batch_size=batch_size, max_tokens=MAX_TOKENS,
+                seed=SEED, cnn=CNN, min_delta=MIN_DELTA,
+                learning_rate_decay=LR_DECAY,
+                learning_rate_floor=hyper["learning_rate"] * LR_FLOOR,
+                vocabulary=vocab.words, train_data=train_data,
+                selection_data=selection_data)
+
+
 def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
-          batch_size=BATCH_SIZE, embed_size=None, lstm_units=None):
+          batch_size=BATCH_SIZE, embed_size=None, lstm_units=None,
+          patience=PATIENCE):
     """Train (or resume) and write the model directory; returns the history."""
     from tqdm import tqdm
-    from captioning.checkpoint import load_checkpoint, save_checkpoint
-    from captioning.model import (CaptionModel, ModelFileError, Vocabulary,
-                                  read_config, save_model)
+    from captioning.checkpoint import (CheckpointMismatch, check_meta,
+                                       load_checkpoint, read_checkpoint,
+                                       save_checkpoint)
+    from captioning.model import (DEFAULT_HYPER, CaptionModel, Vocabulary,
+                                  save_model)
 
     started = time.time()
-    data = load_flickr8k(flickr8k_dir)
-    train_codes, train_caps = encode_split(*data["train"])
-    dev_codes, dev_caps = encode_split(*data["val"])
+    listed = load_flickr8k(flickr8k_dir)
+    held = set(selection_split(listed[0])[1])  # unreadable photos included
+    codes, names, captions = encode_split(*listed)
+    is_held = np.array([n in held for n in names], bool)
+    if is_held.all() or not is_held.any():
+        raise UsageError("no readable photo left to %s"
+                         % ("train on" if is_held.all() else "choose the epoch"))
+    train_codes, sel_codes = codes[~is_held], codes[is_held]
+    train_names = [n for n in names if n not in held]
+    selection_names = [n for n in names if n in held]
+    train_caps = [c for n, c in zip(names, captions) if n not in held]
+    sel_caps = [c for n, c in zip(names, captions) if n in held]
     train_rows, train_tokens = caption_pairs(range(len(train_codes)), train_caps)
-    dev_rows, dev_tokens = caption_pairs(range(len(dev_codes)), dev_caps)
+    sel_rows, sel_tokens = caption_pairs(range(len(sel_codes)), sel_caps)
 
+    hyper = dict(DEFAULT_HYPER, **{k: v for k, v in (
+        ("embed_size", embed_size), ("lstm_units", lstm_units)) if v is not None})
+    vocab = Vocabulary.build(train_tokens)
+    meta = run_settings(hyper, batch_size, vocab,
+                        fingerprint(train_names, train_caps),
+                        fingerprint(selection_names, sel_caps))
     out = Path(out)
     state_path = out / STATE_FILE
-    hyper = {k: v for k, v in (("embed_size", embed_size),
-                               ("lstm_units", lstm_units)) if v is not None}
     history, spent = [], 0.0
     if state_path.exists():
         try:
-            config = read_config(out)
-        except ModelFileError as error:
-            raise UsageError("cannot resume from %s: %s" % (out, error))
-        model = CaptionModel(Vocabulary(config["vocabulary"]), seed=SEED,
-                             **config["hyper_parameters"])
-        try:
-            saved = load_checkpoint(str(state_path), _state_variables(model))
-        except ValueError as error:
-            raise UsageError(str(error))
-        history, spent = saved["history"], saved["seconds"]
-        model.code_mean = np.array(saved["code_mean"], "float32")
-        model.code_std = np.array(saved["code_std"], "float32")
+            state, saved_meta = read_checkpoint(str(state_path))
+            check_meta(state_path, saved_meta, meta)
+        except CheckpointMismatch as error:
+            raise UsageError("cannot resume: %s. %s" % (error, (
+                "Use the same options, or --out a new directory"
+                if error.differences else
+                "Use --out a new directory, or delete it to start afresh")))
+        except (OSError, ValueError, KeyError) as error:
+            raise UsageError("cannot read %s: %s; --out a new directory"
+                             % (state_path, error))
+        history, spent = state["history"], state["seconds"]
+        reason = stop_reason(history, spent, epochs, minutes, patience)
+        if reason:
+            print("%s is finished after epoch %d: %s; nothing to do. To "
+                  "train more, %s, or --out a new directory"
+                  % (out, len(history), describe_stop(
+                      reason, history, spent, epochs, minutes),
+                     MORE[reason]), file=sys.stderr)
+            return history
+    model = CaptionModel(vocab, seed=SEED, **hyper)
+    if history:
+        load_checkpoint(str(state_path), _state_variables(model), meta=meta)
+        model.code_mean = np.array(state["code_mean"], "float32")
+        model.code_std = np.array(state["code_std"], "float32")
         print("resuming %s after epoch %d (%.1f min spent)"
               % (out, len(history), spent / 60), file=sys.stderr)
     else:
-        vocab = Vocabulary.build(train_tokens)
-        model = CaptionModel(vocab, seed=SEED, **hyper)
         model.code_mean = train_codes.mean(axis=0)
         # a floor keeps constant features from blowing up
         model.code_std = np.maximum(train_codes.std(axis=0), 1e-3)
-        print("vocabulary: %d words; %d train / %d dev captions"
-              % (len(vocab), len(train_tokens), len(dev_tokens)),
-              file=sys.stderr)
+        print("vocabulary: %d words; %d train / %d selection captions "
+              "(%d / %d photos; the dev split is not used)"
+              % (len(vocab), len(train_tokens), len(sel_tokens),
+                 len(train_codes), len(sel_codes)), file=sys.stderr)
         print("compiling the training graph (about two minutes)...",
               file=sys.stderr)
         _state_variables(model)
 
     train_step, _ = model.compile_train()
     budget = minutes * 60.0
-    deadline = started + budget - spent
     prepared = model.prepare_codes(train_codes)
-    best = max([h["bleu4"] for h in history], default=-1.0)
-    best_epoch = max(history, key=lambda h: h["bleu4"])["epoch"] if history else 0
-    while len(history) < epochs and time.time() < deadline:
+    training = {"flickr8k": str(flickr8k_dir),
+                "selected_by": "lowest selection loss: %d photos of the "
+                               "train split held out of training"
+                               % len(selection_names),
+                "selection_images": sorted(selection_names),
+                "schedule": {"patience": patience, "min_delta": MIN_DELTA,
+                             "learning_rate_decay": LR_DECAY,
+                             "learning_rate_floor": meta["learning_rate_floor"]}}
+    elapsed = time.time() - started + spent
+    while True:
+        reason = stop_reason(history, elapsed, epochs, minutes, patience)
+        if reason:
+            break
         epoch = len(history) + 1
         rng = np.random.RandomState(SEED + epoch)
         chunks = batches(train_rows, train_tokens, batch_size, rng)
@@ -246,53 +412,64 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
             total += float(train_step(prepared[train_rows[chunk]], matrix)) * n
             count += n
             bar.set_postfix(loss="%.3f" % (total / count), refresh=False)
-            if time.time() > deadline:
+            if time.time() - started + spent > budget:
                 break
         bar.close()
-        val_loss, scores = evaluate_dev(model, dev_codes, dev_rows,
-                                        dev_tokens, dev_caps)
+        sel_loss, scores = evaluate_selection(model, sel_codes, sel_rows,
+                                              sel_tokens, sel_caps)
         lr = float(model.learning_rate.get_value())
+        elapsed = time.time() - started + spent
         record = {"epoch": epoch, "train_loss": total / max(count, 1),
-                  "val_loss": val_loss, "learning_rate": lr,
+                  "selection_loss": sel_loss, "learning_rate": lr,
                   "finished": count > 0 and chunk is chunks[-1],
-                  "seconds": time.time() - started + spent}
-        record.update({k: scores[k] for k in ("bleu1", "bleu4", "cider")})
-        # Adam with a smaller step once the dev loss stops improving
-        if history and val_loss > min(h["val_loss"] for h in history):
-            model.learning_rate.set_value(np.float32(lr / 2))
+                  "seconds": elapsed}
+        record.update({"selection_" + k: scores[k]
+                       for k in ("bleu1", "bleu4", "cider")})
         history.append(record)
-        print("epoch %d: train loss %.3f, dev loss %.3f, dev greedy BLEU-4 "
-              "%.3f, CIDEr %.3f (%.1f min)"
-              % (epoch, record["train_loss"], val_loss, record["bleu4"],
-                 record["cider"], record["seconds"] / 60), file=sys.stderr)
-        # params.npz keeps the epoch with the best dev BLEU-4; model.json
-        # always has the whole history
-        improved = record["bleu4"] > best or not (out / "params.npz").exists()
-        if improved:
-            best = record["bleu4"]
-            best_epoch = epoch
-        extra = {"training": {"flickr8k": str(flickr8k_dir),
-                              "history": history, "epoch": best_epoch,
-                              "selected_by": "dev BLEU-4, greedy decoding"}}
-        save_model(model, out, extra=extra, weights=improved)
+        # Adam with a smaller step once the selection loss stops improving
+        model.learning_rate.set_value(np.float32(next_learning_rate(
+            history, lr, meta["learning_rate_floor"])))
+        print("epoch %d: train loss %.3f, selection loss %.3f, selection "
+              "greedy BLEU-4 %.3f (%.1f min)"
+              % (epoch, record["train_loss"], sel_loss,
+                 record["selection_bleu4"], elapsed / 60), file=sys.stderr)
+        # params.npz keeps the epoch with the lowest selection loss;
+        # model.json always has the whole history
+        kept = kept_epoch(history)
+        training.update(history=history, epoch=kept)
+        save_model(model, out, extra={"training": training},
+                   weights=kept == epoch or not (out / "params.npz").exists())
         save_checkpoint(str(state_path), _state_variables(model),
-                        {"history": history,
-                         "seconds": time.time() - started + spent,
+                        {"history": history, "seconds": elapsed,
                          "code_mean": model.code_mean.tolist(),
-                         "code_std": model.code_std.tolist()})
-        plot_history(history, out / PLOT_FILE)
+                         "code_std": model.code_std.tolist()}, meta)
+        plot_history(history, out / PLOT_FILE, kept)
+    if history:
+        why = describe_stop(reason, history, elapsed, epochs, minutes)
+        saved = "; saved ~%.0f min of the budget" % ((budget - elapsed) / 60) \
+            if reason == "plateau" else ""
+        print("stopping after epoch %d: %s%s" % (len(history), why, saved),
+              file=sys.stderr)
+        training.update(history=history, epoch=kept_epoch(history),
+                        stopped={"reason": reason, "after_epoch": len(history),
+                                 "why": why})
+        save_model(model, out, extra={"training": training}, weights=False)
+        plot_history(history, out / PLOT_FILE, kept_epoch(history), reason)
     return history
 
 
 def run(args):
-    if args.minutes <= 0 or args.epochs <= 0 or args.batch_size <= 0:
-        raise UsageError("--minutes, --epochs and --batch-size must be > 0")
+    if min(args.minutes, args.epochs, args.batch_size, args.patience) <= 0:
+        raise UsageError("--minutes, --epochs, --patience and --batch-size "
+                         "must be > 0")
     history = train(args.flickr8k, args.out, args.minutes, args.epochs,
-                    args.batch_size, args.embed_size, args.lstm_units)
+                    args.batch_size, args.embed_size, args.lstm_units,
+                    args.patience)
     if history:
-        best = max(history, key=lambda h: h["bleu4"])
+        kept = kept_epoch(history)
         print(json.dumps({"model": str(args.out), "epochs": len(history),
-                          "best_epoch": best["epoch"],
-                          "dev_bleu4_greedy": round(best["bleu4"], 4),
+                          "kept_epoch": kept,
+                          "selection_loss": round(
+                              history[kept - 1]["selection_loss"], 4),
                           "minutes": round(history[-1]["seconds"] / 60, 1)}))
     return 0

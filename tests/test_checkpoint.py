@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import theano
 
-from captioning.checkpoint import load_checkpoint, save_checkpoint
+from captioning.checkpoint import (CheckpointMismatch, describe_mismatch,
+                                   load_checkpoint, read_checkpoint,
+                                   save_checkpoint)
 
 
 def shared(*shape, value=0.0):
@@ -50,3 +52,60 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert load_checkpoint(path, [restored]) == {"epoch": [0]}
     np.testing.assert_array_equal(restored.get_value(), [1.0, 1.0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.npz"]
+
+
+# ------------------------------------------------------------ settings (meta)
+
+def test_meta_round_trip_and_history_still_loads_without_it(tmp_path):
+    path = str(tmp_path / "ckpt.npz")
+    meta = {"batch_size": 64, "vocabulary": ["#UNK#", "a"], "nested": {"x": 1.5}}
+    save_checkpoint(path, [shared(2, value=3.0)], [{"epoch": 1}], meta)
+    assert read_checkpoint(path) == ([{"epoch": 1}], meta)
+    restored = shared(2)
+    # the notebook's call, without meta: meta is not taken for an array
+    assert load_checkpoint(path, [restored]) == [{"epoch": 1}]
+    np.testing.assert_array_equal(restored.get_value(), [3.0, 3.0])
+    assert load_checkpoint(path, [restored], meta=meta) == [{"epoch": 1}]
+
+
+def test_other_meta_is_refused_naming_the_difference_and_nothing_restored(tmp_path):
+    path = str(tmp_path / "ckpt.npz")
+    save_checkpoint(path, [shared(2, value=3.0)], [], {"batch_size": 64, "lr": 0.001})
+    target = shared(2, value=7.0)
+    with pytest.raises(CheckpointMismatch) as caught:
+        load_checkpoint(path, [target], meta={"batch_size": 32, "lr": 0.001})
+    assert caught.value.differences == ["batch_size: saved 64, now 32"]
+    assert "batch_size: saved 64, now 32" in str(caught.value)
+    np.testing.assert_array_equal(target.get_value(), [7.0, 7.0])
+
+
+def test_checkpoint_without_meta_is_refused_when_meta_is_asked(tmp_path):
+    path = str(tmp_path / "old.npz")
+    save_checkpoint(path, [shared(2, value=3.0)], [])   # as older versions did
+    assert read_checkpoint(path) == ([], None)
+    target = shared(2, value=7.0)
+    with pytest.raises(CheckpointMismatch, match="records no settings"):
+        load_checkpoint(path, [target], meta={"batch_size": 64})
+    np.testing.assert_array_equal(target.get_value(), [7.0, 7.0])
+
+
+def test_describe_mismatch_against_hand_written_dicts():
+    saved = {"batch_size": 64, "dropout": 0.5, "cnn": "efficientnet_lite0",
+             "hyper": {"lstm_units": 512, "embed_size": 256},
+             "vocabulary": ["#UNK#", "#START#", "#END#", "a", "dog", "runs"],
+             "only_saved": True}
+    assert describe_mismatch(saved, dict(saved)) == []
+    current = {"batch_size": 32, "dropout": 0.5, "cnn": "googlenet",
+               "hyper": {"lstm_units": 200, "embed_size": 256},
+               "vocabulary": ["#UNK#", "#START#", "#END#", "a", "cat", "runs"],
+               "only_now": 1}
+    assert describe_mismatch(saved, current) == [
+        "batch_size: saved 64, now 32",
+        'cnn: saved "efficientnet_lite0", now "googlenet"',
+        "hyper.lstm_units: saved 512, now 200",
+        "only_now: saved (not recorded), now 1",
+        "only_saved: saved true, now (not recorded)",
+        'vocabulary: saved 6 items, now 6 items (item 4: "dog" vs "cat")',
+    ]
+    # a float that only looks the same as an int is a difference too
+    assert describe_mismatch({"clip": 5.0}, {"clip": 5}) == ["clip: saved 5.0, now 5"]

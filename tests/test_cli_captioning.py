@@ -4,72 +4,21 @@ The CNN is replaced by a fake ``captioning.extract`` (codes from the mean
 colour), so the only slow part is compiling one tiny training graph.
 """
 import json
-import sys
-import types
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from _flickr8k_fakes import DEV, TRAIN, install_fake_cnn, make_fake_flickr8k
 from captioning.cli import main
 
-COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20)}
-CAPTIONS = {
-    "red": ["A red square .", "a red box", "The red square on white .",
-            "red square", "a square that is red"],
-    "blue": ["A blue square .", "a blue box", "The blue square on white .",
-             "blue square", "a square that is blue"],
-    "green": ["A green square .", "a green box", "the green square",
-              "green square", "a square that is green"],
-}
-TRAIN = ["r%d.jpg" % i for i in range(3)] + ["b%d.jpg" % i for i in range(3)] + \
-        ["g%d.jpg" % i for i in range(2)]
-DEV = ["r9.jpg", "b9.jpg", "g9.jpg"]
-
-
-def colour_of(name):
-    return {"r": "red", "b": "blue", "g": "green"}[name[0]]
-
-
-def fake_extract_codes(image_paths, cnn="efficientnet_lite0", batch_size=32,
-                       weights=None, progress=True):
-    """Same contract as captioning.extract.extract_codes: N rows (NaN for
-    failures) and a list of (path, reason)."""
-    codes = np.full((len(image_paths), 1000), np.nan, dtype="float32")
-    failures = []
-    for i, path in enumerate(image_paths):
-        try:
-            pixels = np.asarray(Image.open(path).convert("RGB"), "float32")
-        except Exception as error:  # noqa: BLE001 (any unreadable file)
-            failures.append((str(path), "cannot identify image (%s)"
-                             % type(error).__name__))
-            continue
-        mean = pixels.mean(axis=(0, 1)) / 255.0
-        codes[i] = np.tile(mean, 334)[:1000] + 0.01 * np.arange(1000) / 1000
-    return codes, failures
+TINY = ["--embed-size", "8", "--lstm-units", "16", "--batch-size", "8"]
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A fake Flickr8k folder, a fake CNN, a private code cache."""
-    root = tmp_path_factory.mktemp("flickr8k")
-    (root / "images").mkdir()
-    lines = []
-    for name in TRAIN + DEV:
-        Image.new("RGB", (32, 32), COLOURS[colour_of(name)]).save(
-            root / "images" / name)
-        lines += ["%s#%d\t%s" % (name, j, c)
-                  for j, c in enumerate(CAPTIONS[colour_of(name)])]
-    (root / "images" / "broken.jpg").write_bytes(b"not a jpeg")
-    (root / "Flickr8k.token.txt").write_text("\n".join(lines) + "\n")
-    (root / "Flickr_8k.trainImages.txt").write_text("\n".join(TRAIN) + "\n")
-    (root / "Flickr_8k.devImages.txt").write_text("\n".join(DEV) + "\n")
-
+    root = make_fake_flickr8k(tmp_path_factory.mktemp("flickr8k"))
     patch = pytest.MonkeyPatch()
-    fake = types.ModuleType("captioning.extract")
-    fake.extract_codes = fake_extract_codes
-    fake.register = lambda subparsers: None
-    patch.setitem(sys.modules, "captioning.extract", fake)
+    install_fake_cnn(patch)
     patch.setenv("CAPTION_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     yield root
     patch.undo()
@@ -79,8 +28,7 @@ def env(tmp_path_factory):
 def trained(env, tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "tiny"
     rc = main(["train", "--flickr8k", str(env), "--out", str(out),
-               "--epochs", "2", "--embed-size", "8", "--lstm-units", "16",
-               "--batch-size", "8"])
+               "--epochs", "2"] + TINY)
     assert rc == 0
     return out
 
@@ -102,7 +50,7 @@ def test_train_writes_a_model_directory(trained):
 
 def test_train_resumes_from_the_last_epoch(env, trained, capsys):
     rc = main(["train", "--flickr8k", str(env), "--out", str(trained),
-               "--epochs", "3"])
+               "--epochs", "3"] + TINY)
     assert rc == 0
     captured = capsys.readouterr()
     assert "resuming %s after epoch 2" % trained in captured.err
