@@ -56,4 +56,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # under `python -m captioning.cli` this file is __main__: take main (and
+    # its UsageError) from captioning.cli, the module the commands import
+    from captioning.cli import main as _main
+    sys.exit(_main())
