@@ -17,7 +17,7 @@ import numpy as np
 
 from .data import atomic_write
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint",
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "graph_settings",
            "check_meta", "describe_mismatch", "CheckpointMismatch"]
 
 # non-variable entries of the .npz (JSON text stored as uint8 bytes)
@@ -147,3 +147,42 @@ def describe_mismatch(saved, current, prefix=""):
             differences.append("%s: saved %s, now %s%s"
                                % (name, _show(a), _show(b), detail))
     return differences
+
+
+def _setting(value):
+    """A layer attribute as JSON: numbers, strings, functions by name."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, tuple):
+        return [_setting(v) for v in value]
+    if callable(value):
+        return getattr(value, "__name__", type(value).__name__)
+    return None
+
+
+# the attributes of Lasagne's layers that change what a layer computes
+_LAYER_SETTINGS = ("p", "rescale", "num_units", "output_size", "input_size",
+                   "nonlinearity", "grad_clipping", "peepholes", "gradient_steps",
+                   "learn_init", "precompute_input", "only_return_final")
+
+
+def graph_settings(output_layer):
+    """Every layer below ``output_layer`` as JSON: its class, output shape,
+    the settings that change what it computes (dropout ``p``, units,
+    nonlinearities, ``grad_clipping``, ...) and its parameters' shapes.
+
+    A checkpoint's ``meta`` can hold this, so that a changed graph is named
+    instead of silently resumed (e.g. ``"layer 3 DropoutLayer.p: saved 0.5,
+    now 0.3"`` from :func:`describe_mismatch`).
+    """
+    from lasagne.layers import get_all_layers
+    settings = {}
+    for i, layer in enumerate(get_all_layers(output_layer)):
+        entry = {"output_shape": _setting(tuple(layer.output_shape))}
+        for name in _LAYER_SETTINGS:
+            if hasattr(layer, name):
+                entry[name] = _setting(getattr(layer, name))
+        for param in layer.get_params():
+            entry["shape of %s" % param.name] = list(param.get_value(borrow=True).shape)
+        settings["layer %d %s" % (i, type(layer).__name__)] = entry
+    return settings

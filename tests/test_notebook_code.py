@@ -206,3 +206,57 @@ def test_tokenising_cell_can_be_run_twice():
     assert once[0][0] == ["#START#", "a", "dog", "runs", "#END#"]
     run_cells(source, ns)
     assert ns["captions"] == once
+
+
+# ------------------------------------------------------------------ resuming
+class FakeDataset:
+    source = "synthetic"
+
+
+def training_namespace(run_dir, dropout=0.5, learning_rate=1e-3, n_epochs=2,
+                       codes_offset=0.0):
+    """The training cell's inputs, with a tiny graph and fake steps."""
+    import theano
+    from lasagne.layers import DenseLayer, DropoutLayer, InputLayer
+    from lasagne.layers import get_all_params
+    l_out = DenseLayer(DropoutLayer(InputLayer((None, 3)), p=dropout), 2)
+    weights = get_all_params(l_out)
+    updates = {w: w for w in weights}
+    updates[theano.shared(np.float32(0), name="t")] = None
+    steps = []
+    captions = np.empty(2, dtype=object)
+    captions[:] = [[["#START#", "a", "#END#"]], [["#START#", "b", "#END#"]]]
+    return {"np": np, "os": os, "RUN_DIR": str(run_dir), "updates": updates,
+            "predicted_probabilities": l_out, "LEARNING_RATE": learning_rate,
+            "batch_size": 2, "n_batches_per_epoch": 2, "n_validation_batches": 1,
+            "n_epochs": n_epochs, "vocab": ["#UNK#", "#START#", "#END#", "a", "b"],
+            "dataset": FakeDataset(),
+            "img_codes": np.arange(6, dtype="float32").reshape(2, 3) + codes_offset,
+            "captions": captions, "train_ix": np.array([0]), "val_ix": np.array([1]),
+            "generate_batch": lambda *args, **kwargs: (None, None),
+            "train_step": lambda *args: steps.append("train") or 2.0,
+            "val_step": lambda *args: 1.5, "steps": steps}
+
+
+def test_training_cell_resumes_only_the_same_run(tmp_path, capsys):
+    from captioning.checkpoint import CheckpointMismatch
+    cell = code_cells(tag="training-loop")
+    first = run_cells(cell, training_namespace(tmp_path))
+    assert first["history"]["epoch"] == [0, 1] and len(first["steps"]) == 4
+    capsys.readouterr()
+
+    again = run_cells(cell, training_namespace(tmp_path))
+    assert again["steps"] == []
+    assert "already holds 2 epochs: nothing to train" in capsys.readouterr().out
+
+    more = run_cells(cell, training_namespace(tmp_path, n_epochs=3))
+    assert more["history"]["epoch"] == [0, 1, 2] and len(more["steps"]) == 2
+
+    changes = [({"learning_rate": 1e-2}, "LEARNING_RATE: saved 0.001, now 0.01"),
+               ({"dropout": 0.3}, "DropoutLayer.p: saved 0.5, now 0.3"),
+               ({"codes_offset": 1.0}, "data: saved")]
+    for change, named in changes:
+        with pytest.raises(CheckpointMismatch) as error:
+            run_cells(cell, training_namespace(tmp_path, n_epochs=3, **change))
+        assert named in str(error.value)
+        assert "CAPTION_RUN_DIR" in str(error.value)
