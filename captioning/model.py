@@ -7,13 +7,15 @@ The graph is the seminar notebook's::
     LSTM (batch, time, LSTM_UNITS) --Broadcast(0, 1)--Dense(softmax)--Unbroadcast
         --> next-word probabilities (batch, time, n_tokens)
 
-with what ``caption train`` adds by default, each an option (the notebook's
-exact graph is ``image_nonlinearity="tanh", output_dropout=0``, and
-tests/test_notebook_code.py checks that both then give the same loss and
-gradients): a linear image Dense (``image_nonlinearity``), dropout on the
-LSTM's outputs (``output_dropout``), standardised image codes
+plus what ``caption train`` adds by default, each an option: a linear image
+Dense (``image_nonlinearity``; the notebook's is tanh), dropout on the LSTM's
+outputs (``output_dropout``; the notebook has none), standardised image codes
 (:meth:`CaptionModel.prepare_codes`), and PAD mapped to index 0 before the
 embedding (the notebook's PAD = -1 reads the last row; masked either way).
+With ``image_nonlinearity="tanh", output_dropout=0`` it is the notebook's
+graph: tests/test_notebook_code.py checks that both give the same loss and
+gradients with the same weights. (The notebook also starts its forget-gate
+bias at 1 instead of Lasagne's 0: an initial value, not a graph difference.)
 
 Beside it, :meth:`CaptionModel.compile_step` builds a one-step graph from the
 *same* shared weights (one LSTM tick plus the output layer), so decoding a
