@@ -19,7 +19,7 @@ import numpy as np
 
 from .codes_cache import cached_codes
 from .data import (DataError, Dataset, _examples, check_target, make_split,
-                   refuse_unreadable, save_dataset, tokenize)
+                   load_dataset, refuse_unreadable, save_dataset, tokenize)
 
 __all__ = ["read_tokens", "read_split_lists", "collect", "build_flickr8k",
            "is_flickr8k_dir", "image_folder"]
@@ -214,4 +214,5 @@ def build_flickr8k(folder, out_dir="data", cnn="efficientnet_lite0",
                       [names[i] for i in kept], split[kept], "flickr8k", meta)
     save_dataset(dataset, out_dir, {"method": report["split_from"]},
                  overwrite_source=force)
-    return dataset
+    # as a later run loads it (with meta["image_dir"], where the photos are)
+    return load_dataset(out_dir)

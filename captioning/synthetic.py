@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import (Dataset, atomic_write, check_target, encode_images,
-                   make_split, save_dataset)
+                   load_dataset, make_split, save_dataset)
 
 __all__ = ["COLOURS", "SHAPES", "generate_scene", "render_scene", "describe",
            "generate", "build_synthetic"]
@@ -359,4 +359,5 @@ def build_synthetic(out_dir="data", n=2000, seed=0, size=224,
     with atomic_write(out_dir / "NOTICE.txt", "w") as f:
         f.write(NOTICE.format(version=GENERATOR_VERSION, seed=seed, n=n,
                               size=size, cnn=cnn))
-    return dataset
+    # as a later run loads it (with meta["image_dir"], where the photos are)
+    return load_dataset(out_dir)

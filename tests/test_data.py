@@ -374,6 +374,10 @@ def test_find_data_order(tmp_path, monkeypatch):
     ds = find_data(data_dir=tmp_path / "d1", flickr8k_dir=tmp_path / "f8k",
                    progress=False)
     assert ds.source == "flickr8k" and len(ds) == 5
+    # built or loaded, the data set says where its photos are (the notebook
+    # shows held-out photos from there)
+    assert ds.meta["image_dir"] == str((tmp_path / "f8k" / "images").resolve())
+    assert find_data(data_dir=tmp_path / "d1").meta == ds.meta
 
     from captioning import synthetic
     seen = []
