@@ -1,8 +1,14 @@
 """The caption normaliser (coco-caption's PTB rules) and the vocabulary."""
+import json
+
 import numpy as np
 import pytest
 from nltk.tokenize import TreebankWordTokenizer
+from PIL import Image
 
+from _flickr8k_fakes import install_fake_cnn
+from captioning import cli, metrics, train
+from captioning.data import load_dataset
 from captioning.text import (END, PAD_ix, START, UNK, Vocabulary,
                              caption_tokens, normalise_caption, ptb_tokenize)
 
@@ -93,6 +99,46 @@ def test_stored_captions_split_into_their_tokens(raw, expected):
     assert ptb_tokenize(stored) == expected
     assert ptb_tokenize(expected) == expected
     assert normalise_caption(stored) == stored
+
+
+# Captions with 's, punctuation, capitals, hyphens, numbers and unicode.
+MIXED = ["A girl holding a horse 's lead .",
+         "The DOG's ball, red!",
+         "Two men do n't see the tri-colored T-shirt .",
+         "3 kids , 1,000 balloons and a 4-wheeler at 10:30 .",
+         "Un caf\u00e9 \u201cau lait\u201d \u2014 tr\u00e8s bon\u2026",
+         "Cafe\u0301 sign ( red ) ; # 28 & co"]
+
+
+def test_data_files_caption_train_and_metrics_see_the_same_tokens(
+        tmp_path, monkeypatch):
+    install_fake_cnn(monkeypatch)
+    folder = tmp_path / "f8k"
+    (folder / "images").mkdir(parents=True)
+    names = ["p%d.jpg" % i for i in range(len(MIXED))]
+    for i, name in enumerate(names):
+        Image.new("RGB", (16, 16), (30 * i, 90, 200)).save(
+            folder / "images" / name)
+    (folder / "Flickr8k.token.txt").write_text("".join(
+        "%s#0\t%s\n" % (n, c) for n, c in zip(names, MIXED)), "utf-8")
+    out = tmp_path / "data"
+    assert cli.main(["data", "flickr8k", "--flickr8k", str(folder),
+                     "--out", str(out), "--no-progress"]) == 0
+
+    stored = json.loads((out / "caption_tokens.json").read_text("utf-8"))
+    assert load_dataset(out).captions == stored
+    # the notebook's tokenising cell: "#START#" + split(" ") + "#END#"
+    notebook = [[START] + caps[0].split(" ") + [END] for caps in stored]
+    # caption train: its caption pairs, from the raw captions
+    _, trained = train.caption_pairs(range(len(MIXED)), [[c] for c in MIXED])
+    # the metrics: the tokens they score, from the raw captions
+    scored = [[START] + metrics.ptb_tokenize(c) + [END] for c in MIXED]
+    assert notebook == trained == scored
+    assert notebook[0][5:7] == ["horse", "'s"]          # not "horses"
+    assert "tri-colored" in notebook[2]                 # not "tricolored"
+    # scoring a stored caption against its raw one finds every n-gram
+    for raw, caps in zip(MIXED, stored):
+        assert metrics.corpus_bleu([caps[0]], [[raw]]) == [1.0] * 4
 
 
 # ---------------------------------------------------------------- vocabulary
