@@ -1,12 +1,13 @@
-"""The seminar's data formats: load, validate, save, split, tokenise.
+"""The seminar's data formats: load, validate, save, split.
 
 A data directory (``data/`` by default) holds, for N images:
 
 ``image_codes.npy``
     N x 1000 float32, one CNN code per image (the seminar's format).
 ``caption_tokens.pcl`` *or* ``caption_tokens.json``
-    A list of N lists of captions; each caption is one string of
-    space-separated lowercase words (no ``#START#``/``#END#``). The original
+    A list of N lists of captions; each caption is one string of tokens
+    separated by single spaces (no ``#START#``/``#END#``), normalised by
+    :func:`captioning.text.normalise_caption` when loaded. The original
     bundle ships the Python 2 pickle, which is read through a restricted
     unpickler (:mod:`captioning.safe_pickle`); new data is written as JSON.
 ``image_names.txt``
@@ -17,7 +18,9 @@ A data directory (``data/`` by default) holds, for N images:
 ``dataset.json``
     Where the data came from (``source``: ``seminar``, ``flickr8k`` or
     ``synthetic``; older directories say ``coco-seminar`` for the seminar's
-    bundle, read as ``seminar``), the CNN, counts. Written last, so an
+    bundle, read as ``seminar``), the CNN, counts, the caption normaliser
+    (``normaliser``: Flickr8k data saved under another one is refused, since
+    its captions lost what today's tokens keep). Written last, so an
     interrupted write never leaves a directory that looks complete.
 
 The original bundle (``image_codes.npy`` + ``caption_tokens.pcl`` only) also
@@ -30,7 +33,6 @@ the best available source.
 import contextlib
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +40,11 @@ from pathlib import Path
 import numpy as np
 
 from .safe_pickle import UnsafePickleError, fix_py2_text, safe_load
+from .text import NORMALISER, normalise_caption
 
 __all__ = [
     "DataError", "Dataset", "load_dataset", "save_dataset", "validate",
-    "tokenize", "make_split", "seminar_split", "find_data", "encode_images",
+    "make_split", "seminar_split", "find_data", "encode_images",
     "resolve_data_dir", "default_flickr8k_dir", "atomic_write", "has_dataset",
     "SOURCES", "COMMANDS", "finish_seminar", "save_split",
     "check_target", "source_name",
@@ -115,42 +118,6 @@ class Dataset:
         return Dataset(self.codes[idx], [self.captions[i] for i in idx],
                        [self.names[i] for i in idx], self.split[idx],
                        self.source, dict(self.meta))
-
-
-# ------------------------------------------------------------------ tokens
-
-_CLITIC = re.compile(r"\s+(n't|'s|'re|'ve|'ll|'d|'m)\b")
-_JOINERS = re.compile(r"['\u2019`-]")     # deleted inside words: tri-colored
-_OTHER = re.compile(r"[^\w\s]|_")          # any other punctuation: a space
-
-
-def tokenize(text):
-    """Normalise one caption the way the seminar's COCO captions are.
-
-    Lowercase; punctuation removed (apostrophes and hyphens are deleted so
-    words stay joined, all other punctuation separates words); words
-    separated by single spaces. Flickr8k's detached clitics (``horse 's``)
-    are first re-attached, as a COCO writer would have written them.
-
-    Parameters
-    ----------
-    text : str
-
-    Returns
-    -------
-    str
-        Possibly empty if ``text`` had no word characters.
-
-    Examples
-    --------
-    >>> tokenize("A black dog and a tri-colored dog , playing .")
-    'a black dog and a tricolored dog playing'
-    >>> tokenize("A girl holding a horse 's lead.")
-    'a girl holding a horses lead'
-    """
-    text = _CLITIC.sub(r"\1", text.lower())
-    text = _OTHER.sub(" ", _JOINERS.sub("", text))
-    return " ".join(text.split())
 
 
 # ------------------------------------------------------------------ splits
@@ -378,8 +345,8 @@ def _load_captions_pcl(path):
 
 
 def _normalise(captions):
-    """Tokenise every caption; non-strings are left for :func:`validate`."""
-    return [[tokenize(c) if isinstance(c, str) else c for c in caps]
+    """Normalise every caption; non-strings are left for :func:`validate`."""
+    return [[normalise_caption(c) if isinstance(c, str) else c for c in caps]
             if isinstance(caps, (list, tuple)) else caps for caps in captions]
 
 
@@ -415,6 +382,13 @@ def load_dataset(data_dir="data"):
     source = source_name(meta.get("source", "seminar"))
     if source not in SOURCES:
         raise DataError("%s: unknown source %r" % (d / META_FILE, source))
+    if _old_captions(source, meta):
+        raise DataError(
+            "%s holds Flickr8k captions tokenised by an older version (they "
+            "lost the 's and hyphens that `caption train` and the metrics "
+            "keep); rebuild them with `caption data flickr8k --flickr8k %s "
+            "--out %s` (the photo codes come from the cache)"
+            % (d, meta.get("flickr8k_dir", "DIR"), d))
 
     captions_path = d / meta.get("captions_file", CAPTIONS_PCL)
     if not captions_path.exists():
@@ -449,6 +423,16 @@ def load_dataset(data_dir="data"):
     meta["source"] = source
     meta["image_dir"] = _image_folder(d, meta)
     return Dataset(codes, captions, names, split, source, meta)
+
+
+def _old_captions(source, meta):
+    """True for Flickr8k data saved under another caption normaliser.
+
+    Only Flickr8k's saved captions can be stale: the seminar's pickle is
+    normalised again on every load, and the generated captions are plain
+    words, the same under every normaliser so far.
+    """
+    return source == "flickr8k" and meta.get("normaliser") != NORMALISER
 
 
 def _image_folder(data_dir, meta):
@@ -515,13 +499,14 @@ def save_dataset(dataset, out_dir, split_info=None, overwrite_source=False):
         np.save(f, np.asarray(dataset.codes, dtype=np.float32),
                 allow_pickle=False)
     with atomic_write(out / CAPTIONS_JSON, "w") as f:
-        json.dump([list(c) for c in dataset.captions], f, ensure_ascii=False)
+        json.dump([list(c) for c in _normalise(dataset.captions)], f,
+                  ensure_ascii=False)
     with atomic_write(out / NAMES_FILE, "w") as f:
         f.write("".join(name + "\n" for name in dataset.names))
     save_split(out, dataset.split, split_info)
     meta = dict(dataset.meta)
     meta.update(source=dataset.source, captions_file=CAPTIONS_JSON,
-                n_images=len(dataset.names),
+                normaliser=NORMALISER, n_images=len(dataset.names),
                 n_captions=sum(len(c) for c in dataset.captions))
     with atomic_write(out / META_FILE, "w") as f:
         json.dump(meta, f, indent=1, ensure_ascii=False)
@@ -678,6 +663,20 @@ def find_data(preferred=None, data_dir="data", flickr8k_dir=None,
     d = resolve_data_dir(data_dir)
     held = has_dataset(d)
     if held and (preferred is None or held == preferred):
+        meta = json.loads((d / META_FILE).read_text("utf-8")) \
+            if (d / META_FILE).exists() else {}
+        folder = meta.get("flickr8k_dir")
+        if build and _old_captions(held, meta) and folder:
+            from . import flickr8k
+            if flickr8k.is_flickr8k_dir(folder):
+                print("%s: captions tokenised by an older version; "
+                      "rebuilding them from %s" % (d, folder))
+                return flickr8k.build_flickr8k(
+                    folder, d, cnn=meta.get("cnn", "efficientnet_lite0"),
+                    progress=progress,   # and leaving out what it left out
+                    skip_unreadable="left_out_unreadable_images" in meta,
+                    allow_missing_images=(
+                        "left_out_captioned_images_without_file" in meta))
         return load_dataset(d)
     if held:
         raise DataError("%s holds %s data, not %s; run `%s --out OTHER_DIR` "

@@ -8,8 +8,8 @@ Expected folder layout (as distributed; see ``data/README.md``)::
     Flickr_8k.devImages.txt
     Flickr_8k.testImages.txt
 
-Captions are tokenised like the seminar's COCO captions
-(:func:`captioning.data.tokenize`); the standard splits are kept
+Captions are normalised as the metrics tokenise them
+(:func:`captioning.text.normalise_caption`); the standard splits are kept
 (train -> 'train', dev -> 'val', test -> 'test'). Without split lists a
 seeded split by image is made.
 """
@@ -19,7 +19,8 @@ import numpy as np
 
 from .codes_cache import cached_codes
 from .data import (DataError, Dataset, _examples, check_target, make_split,
-                   load_dataset, refuse_unreadable, save_dataset, tokenize)
+                   load_dataset, refuse_unreadable, save_dataset)
+from .text import normalise_caption
 
 __all__ = ["read_tokens", "read_split_lists", "collect", "build_flickr8k",
            "is_flickr8k_dir", "image_folder"]
@@ -166,7 +167,7 @@ def collect(folder, allow_missing_images=False):
                             "to one of %s" % (len(unlisted),
                                               _examples(unlisted),
                                               ", ".join(SPLIT_FILES.values())))
-    captions = [[tokenize(c) for c in raw[n]] for n in names]
+    captions = [[normalise_caption(c) for c in raw[n]] for n in names]
     empty = ["%s#%d" % (n, j) for n, caps in zip(names, captions)
              for j, c in enumerate(caps) if not c]
     if empty:

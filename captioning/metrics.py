@@ -1,9 +1,10 @@
 """Caption quality: corpus BLEU-1..4 and CIDEr-D, with coco-caption's conventions.
 
 Both metrics take a list of candidate captions and, for each, a list of
-reference captions (strings or token lists). Strings are normalised by
-:func:`tokenize` first: lower case, punctuation tokens dropped, as
-coco-caption's PTB tokenizer does for English captions.
+reference captions (strings or token lists). Both are tokenised by
+:func:`captioning.text.ptb_tokenize`, coco-caption's PTB rules (lower case,
+clitics split off, its punctuation list dropped), the same tokens the
+vocabulary of the data files and of ``caption train`` is built from.
 
 * BLEU is corpus level (n-gram matches and lengths are summed over the whole
   corpus before the precisions are taken), with the brevity penalty computed
@@ -24,34 +25,11 @@ Example
 0.8187
 """
 import math
-import re
 from collections import Counter
 
-__all__ = ["tokenize", "ngrams", "corpus_bleu", "cider_d", "score_captions"]
+from .text import ptb_tokenize
 
-# A token made only of punctuation (".", ",", "--", "''", ...) is dropped.
-_PUNCTUATION_TOKEN = re.compile(r"^[^\w\s]+$")
-
-
-def tokenize(caption):
-    """Lower-case a caption and drop punctuation tokens.
-
-    Parameters
-    ----------
-    caption : str or sequence of str
-        A raw caption ("A dog runs .") or its tokens.
-
-    Returns
-    -------
-    list of str
-
-    Example
-    -------
-    >>> tokenize("A dog , running .")
-    ['a', 'dog', 'running']
-    """
-    tokens = caption.split() if isinstance(caption, str) else caption
-    return [t.lower() for t in tokens if not _PUNCTUATION_TOKEN.match(t)]
+__all__ = ["ngrams", "corpus_bleu", "cider_d", "score_captions"]
 
 
 def ngrams(tokens, n):
@@ -60,8 +38,8 @@ def ngrams(tokens, n):
 
 
 def _check_corpus(candidates, references):
-    candidates = [tokenize(c) for c in candidates]
-    references = [[tokenize(r) for r in refs] for refs in references]
+    candidates = [ptb_tokenize(c) for c in candidates]
+    references = [[ptb_tokenize(r) for r in refs] for refs in references]
     if len(candidates) != len(references):
         raise ValueError("%d candidates but %d reference lists"
                          % (len(candidates), len(references)))

@@ -1,4 +1,4 @@
-"""The seminar's captioning network, its vocabulary, and the model directory.
+"""The seminar's captioning network and the model directory.
 
 The graph is the seminar notebook's::
 
@@ -29,7 +29,6 @@ import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
 
 import json
 import os
-from collections import Counter
 
 import numpy as np
 import theano
@@ -42,97 +41,16 @@ from lasagne.layers import (InputLayer, EmbeddingLayer, DropoutLayer,
 from broadcast import BroadcastLayer, UnbroadcastLayer
 from captioning.data import atomic_write
 from captioning.theano_setup import SPEEDUPS
-from captioning.metrics import tokenize
+# The vocabulary lives with the normaliser; re-exported for older imports.
+from captioning.text import (END, PAD_ix, START, UNK, Vocabulary,
+                             caption_tokens)
 
 __all__ = ["PAD_ix", "UNK", "START", "END", "Vocabulary", "CaptionModel",
            "ModelFileError", "save_model", "load_model", "caption_tokens"]
 
-PAD_ix = -1
-UNK, START, END = "#UNK#", "#START#", "#END#"
 PARAMS_FILE = "params.npz"
 CONFIG_FILE = "model.json"
 FORMAT_VERSION = 1
-
-
-def caption_tokens(caption):
-    """A raw caption as the model sees it: ``[#START#, words..., #END#]``.
-
-    Words are lower-cased and punctuation tokens dropped (the same
-    normalisation the metrics apply), so the model never spends capacity on
-    "A" vs "a" or on the final " .".
-    """
-    return [START] + tokenize(caption) + [END]
-
-
-class Vocabulary:
-    """Word <-> index, with the seminar's special tokens first.
-
-    Parameters
-    ----------
-    words : sequence of str
-        All tokens in index order; must start with ``#UNK#, #START#, #END#``.
-
-    Example
-    -------
-    >>> v = Vocabulary.build([["#START#", "a", "dog", "#END#"]] * 5)
-    >>> v.words
-    ['#UNK#', '#START#', '#END#', 'a', 'dog']
-    >>> v.as_matrix([["#START#", "a", "cat"], ["#START#"]])
-    array([[ 1,  3,  0],
-           [ 1, -1, -1]], dtype=int32)
-    """
-
-    def __init__(self, words):
-        words = list(words)
-        if words[:3] != [UNK, START, END]:
-            raise ValueError("a vocabulary starts with %s, %s, %s; got %r"
-                             % (UNK, START, END, words[:3]))
-        if len(set(words)) != len(words):
-            raise ValueError("the vocabulary repeats a word")
-        self.words = words
-        self.index = {w: i for i, w in enumerate(words)}
-        self.unk_ix, self.start_ix, self.end_ix = 0, 1, 2
-
-    def __len__(self):
-        return len(self.words)
-
-    @classmethod
-    def build(cls, token_lists, min_count=5):
-        """Words seen at least ``min_count`` times, most frequent first.
-
-        The special tokens are not counted (the seminar's version listed
-        ``#START#``/``#END#`` twice because they were counted as words).
-        Ties are broken alphabetically so the vocabulary is reproducible.
-        """
-        counts = Counter(w for tokens in token_lists for w in tokens)
-        for special in (UNK, START, END):
-            counts.pop(special, None)
-        frequent = sorted((w for w, c in counts.items() if c >= min_count),
-                          key=lambda w: (-counts[w], w))
-        return cls([UNK, START, END] + frequent)
-
-    def as_matrix(self, sequences, max_len=None):
-        """Token lists -> int32 matrix of indices, padded with ``PAD_ix``.
-
-        Unknown words become ``#UNK#``; sequences longer than ``max_len`` are
-        cut (as in the seminar).
-        """
-        max_len = max_len or max(map(len, sequences))
-        matrix = np.full((len(sequences), max_len), PAD_ix, dtype="int32")
-        for i, seq in enumerate(sequences):
-            row = [self.index.get(w, self.unk_ix) for w in seq[:max_len]]
-            matrix[i, :len(row)] = row
-        return matrix
-
-    def decode(self, indices):
-        """Indices -> words, stopping at ``#END#`` and skipping ``#START#``."""
-        words = []
-        for i in indices:
-            if i == self.end_ix:
-                break
-            if i != self.start_ix and i != PAD_ix:
-                words.append(self.words[i])
-        return words
 
 
 class ModelFileError(Exception):

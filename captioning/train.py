@@ -159,7 +159,7 @@ def encode_split(names, paths, captions):
 
 def caption_pairs(codes_index, captions):
     """Flat lists (image row, token list) over every caption of every image."""
-    from captioning.model import caption_tokens
+    from captioning.text import caption_tokens
     rows, tokens = [], []
     for i, caps in zip(codes_index, captions):
         for c in caps:
@@ -300,12 +300,13 @@ def _state_variables(model):
 def run_settings(hyper, batch_size, vocab, train_data, selection_data):
     """What the training state depends on: a resume must match all of it.
     (--epochs, --minutes and --patience only say when to stop.)"""
+    from captioning.text import NORMALISER
     return dict(hyper, batch_size=batch_size, max_tokens=MAX_TOKENS,
                 seed=SEED, cnn=CNN, min_delta=MIN_DELTA,
                 learning_rate_decay=LR_DECAY,
                 learning_rate_floor=hyper["learning_rate"] * LR_FLOOR,
-                vocabulary=vocab.words, train_data=train_data,
-                selection_data=selection_data)
+                normaliser=NORMALISER, vocabulary=vocab.words,
+                train_data=train_data, selection_data=selection_data)
 
 
 def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
@@ -316,8 +317,8 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     from captioning.checkpoint import (CheckpointMismatch, check_meta,
                                        load_checkpoint, read_checkpoint,
                                        save_checkpoint)
-    from captioning.model import (DEFAULT_HYPER, CaptionModel, Vocabulary,
-                                  save_model)
+    from captioning.model import DEFAULT_HYPER, CaptionModel, save_model
+    from captioning.text import Vocabulary
 
     started = time.time()
     listed = load_flickr8k(flickr8k_dir)

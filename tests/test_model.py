@@ -1,4 +1,4 @@
-"""The seminar graph: vocabulary, loss, padding, one-tick decoder, model dir."""
+"""The seminar graph: loss, padding, one-tick decoder, model dir."""
 import json
 
 import numpy as np
@@ -7,9 +7,10 @@ import pytest
 from _caption_fakes import WORDS, fake_codes, tiny_model
 
 import theano
-from captioning.model import (END, PAD_ix, START, UNK, CaptionModel,
-                              ModelFileError, Vocabulary, caption_tokens,
-                              load_model, save_model)
+# Vocabulary, PAD_ix, START, END through model.py: its re-exports still work
+from captioning.model import (END, PAD_ix, START, CaptionModel,
+                              ModelFileError, Vocabulary, load_model,
+                              save_model)
 
 
 @pytest.fixture(scope="module")
@@ -19,36 +20,6 @@ def model():
 
 def sentences(vocab, *captions):
     return vocab.as_matrix([[START] + c.split() + [END] for c in captions])
-
-
-# ---------------------------------------------------------------- vocabulary
-def test_vocabulary_build_keeps_words_seen_five_times():
-    tokens = [caption_tokens("A dog runs .")] * 5 + \
-             [caption_tokens("a cat")] * 4 + [caption_tokens("the Dog")]
-    vocab = Vocabulary.build(tokens)
-    # specials first, then by count (dog 6, a 9 -> a first); cat (4) is out
-    assert vocab.words == [UNK, START, END, "a", "dog", "runs"]
-    assert (vocab.unk_ix, vocab.start_ix, vocab.end_ix) == (0, 1, 2)
-
-
-def test_caption_tokens_normalise_like_the_metrics():
-    assert caption_tokens("A Dog , running .") == [START, "a", "dog", "running", END]
-
-
-def test_as_matrix_pads_with_minus_one_and_maps_unknown_words():
-    vocab = Vocabulary(WORDS)
-    m = vocab.as_matrix([[START, "w0", "zebra", END], [START, END]])
-    assert m.dtype == np.int32
-    assert m.tolist() == [[1, 3, 0, 2], [1, 2, PAD_ix, PAD_ix]]
-    assert vocab.as_matrix([[START, "w0", "w1"]], max_len=2).tolist() == [[1, 3]]
-    assert vocab.decode([1, 3, 4, 2, 5]) == ["w0", "w1"]
-
-
-def test_vocabulary_rejects_bad_word_lists():
-    with pytest.raises(ValueError, match="starts with"):
-        Vocabulary(["a", UNK, START, END])
-    with pytest.raises(ValueError, match="repeats"):
-        Vocabulary([UNK, START, END, "a", "a"])
 
 
 # ---------------------------------------------------------------- graph

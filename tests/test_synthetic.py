@@ -7,7 +7,8 @@ from PIL import Image
 
 from _data_fakes import install_fake_extract
 from captioning import synthetic
-from captioning.data import DataError, load_dataset, save_dataset, tokenize
+from captioning.data import DataError, load_dataset, save_dataset
+from captioning.text import normalise_caption
 
 
 def scene(kind, objects, bg=("plain", ["blue"]), relation=None):
@@ -117,7 +118,7 @@ def test_generated_captions_are_valid_and_varied(tmp_path):
     for caps in captions:
         assert 5 <= len(caps) <= 7 and len(set(caps)) == len(caps)
         for c in caps:
-            assert c == tokenize(c) and c
+            assert c == normalise_caption(c) and c
             words.update(c.split())
     assert set(synthetic.COLOURS) <= words
     assert {s + "s" for s in synthetic.SHAPES} | set(synthetic.SHAPES) <= words
