@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .safe_pickle import UnsafePickleError, fix_py2_text, safe_load
+from .safe_pickle import (NUMPY_ARRAYS, UnsafePickleError, fix_py2_text,
+                          safe_load)
 
 __all__ = [
     "DataError", "Dataset", "load_dataset", "save_dataset", "validate",
@@ -347,7 +348,7 @@ def _load_captions_json(path):
 
 def _load_captions_pcl(path):
     try:
-        obj = safe_load(path, allow_numpy=True)
+        obj = safe_load(path, NUMPY_ARRAYS)
     except UnsafePickleError as error:
         raise DataError("%s: %s" % (path, error)) from None
     if isinstance(obj, np.ndarray):         # tolerate array containers
