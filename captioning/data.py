@@ -31,19 +31,19 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_write
 from .safe_pickle import (NUMPY_ARRAYS, UnsafePickleError, fix_py2_text,
                           safe_load)
 
 __all__ = [
     "DataError", "Dataset", "load_dataset", "save_dataset", "validate",
     "tokenize", "make_split", "seminar_split", "find_data", "encode_images",
-    "resolve_data_dir", "default_flickr8k_dir", "atomic_write", "has_dataset",
+    "resolve_data_dir", "default_flickr8k_dir", "has_dataset",
     "SOURCES", "COMMANDS", "finish_seminar", "save_split",
     "check_target", "source_name",
 ]
@@ -299,34 +299,6 @@ def has_dataset(data_dir):
     if (d / CAPTIONS_PCL).exists():
         return "seminar"
     return None
-
-
-@contextlib.contextmanager
-def atomic_write(path, mode="wb"):
-    """Write to a temporary file beside ``path``, then ``os.replace`` it.
-
-    An interrupted write leaves at most a ``.tmp`` file, never a
-    half-written ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".",
-                               suffix=".tmp", dir=path.parent)
-    # mkstemp makes the file private (0600); give it the usual permissions.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else
-                                    {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # ------------------------------------------------------------------ load

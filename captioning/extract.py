@@ -13,8 +13,9 @@ files of DIR sorted by name.
 
 Resuming: batches are saved as they finish in ``CODES.npy.partial/``; an
 interrupted run, rerun with the same images and CNN, computes only what is
-missing. The final files are written to a temporary name and renamed
-(``os.replace``), so ``CODES.npy`` is either absent or complete.
+missing. Every file is written through :func:`captioning.files.atomic_write`
+(a temporary name, then renamed), so ``CODES.npy`` is either absent or
+complete.
 A finished run leaves ``CODES.run.json`` (the images' names, sizes and
 modification times, the CNN, the unreadable images): rerunning the same
 command then finds nothing to do unless an image, the CNN or ``CODES.npy``
@@ -37,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import ImageError, is_image_name, load_rgb
+from .files import atomic_write, is_image_name, read_list
+from .images import ImageError, load_rgb
 
 __all__ = ["CNNS", "NUM_CODES", "extract_codes", "get_cnn", "list_images",
            "register", "run_extract"]
@@ -254,19 +256,19 @@ def extract_codes(image_paths, cnn="efficientnet_lite0", batch_size=32,
 def list_images(images_dir, list_file=None):
     """Image names (relative to ``images_dir``) in extraction order.
 
-    ``list_file``: one name per line, blank lines ignored, order kept.
-    Otherwise every file in ``images_dir`` with an image extension, sorted.
+    ``list_file``: read by :func:`captioning.files.read_list` (one name a
+    line, UTF-8, blank lines ignored, order kept). Otherwise every file in
+    ``images_dir`` with an image extension, sorted.
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise _usage_error("--images %s is not a directory" % images_dir)
     if list_file is not None:
         try:
-            lines = Path(list_file).read_text().splitlines()
-        except OSError as error:
-            raise _usage_error("cannot read --list %s: %s"
-                               % (list_file, error.strerror or error))
-        names = [line.strip() for line in lines if line.strip()]
+            names = read_list(list_file)
+        except (OSError, ValueError) as error:
+            raise _usage_error("cannot read --list %s: %s" % (
+                list_file, getattr(error, "strerror", None) or error)) from None
     else:
         names = sorted(entry.name for entry in os.scandir(images_dir)
                        if entry.is_file() and is_image_name(entry.name))
@@ -324,20 +326,6 @@ def _finished_before(out, finished):
     return None
 
 
-def _atomic_save(path, write):
-    """Write with ``write(file)`` to a temp file beside ``path``, then rename."""
-    tmp = path.with_name(".%s.tmp-%d" % (path.name, os.getpid()))
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _open_partial(partial, run_id):
     """Chunks already done for this run: {(start, stop): chunk path}."""
     meta_path = partial / "run.json"
@@ -352,7 +340,8 @@ def _open_partial(partial, run_id):
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     if not meta_path.exists():
-        _atomic_save(meta_path, lambda f: f.write(json.dumps(run_id).encode()))
+        with atomic_write(meta_path, "w") as f:
+            f.write(json.dumps(run_id))
     done = {}
     for chunk in partial.glob("rows-*.npz"):
         start, stop = (int(x) for x in chunk.stem.split("-")[1:3])
@@ -396,9 +385,8 @@ def run_extract(images_dir, out, cnn="efficientnet_lite0", list_file=None,
     try:
         for start, stop, codes, failed in _encode_batches(model, paths, ranges):
             chunk = partial / ("rows-%08d-%08d.npz" % (start, stop))
-            failed_json = json.dumps(failed)
-            _atomic_save(chunk, lambda f: np.savez(
-                f, codes=codes, failures=np.array(failed_json)))
+            with atomic_write(chunk) as f:
+                np.savez(f, codes=codes, failures=np.array(json.dumps(failed)))
             done[(start, stop)] = chunk
             if bar is not None:
                 bar.update(stop - start)
@@ -412,12 +400,14 @@ def run_extract(images_dir, out, cnn="efficientnet_lite0", list_file=None,
         with np.load(chunk, allow_pickle=False) as saved:
             codes[start:stop] = saved["codes"]
             failures.extend(tuple(f) for f in json.loads(str(saved["failures"])))
-    _atomic_save(_names_path(out),
-                 lambda f: f.write(("\n".join(names) + "\n").encode("utf-8")))
-    _atomic_save(out, lambda f: np.save(f, codes))
+    with atomic_write(_names_path(out), "w") as f:
+        f.write("\n".join(names) + "\n")
+    with atomic_write(out) as f:
+        np.save(f, codes)
     record = {"run": finished, "output": _output_stamp(out),
               "failures": [list(f) for f in failures]}
-    _atomic_save(_record_path(out), lambda f: f.write(json.dumps(record).encode()))
+    with atomic_write(_record_path(out), "w") as f:
+        f.write(json.dumps(record))
     shutil.rmtree(partial)
     return failures
 

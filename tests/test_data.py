@@ -289,6 +289,35 @@ def test_flickr8k_image_without_captions_reported(tmp_path, monkeypatch):
         flickr8k.collect(tmp_path / "f8k")
 
 
+def test_flickr8k_counts_every_image_extension(tmp_path):
+    # The one extension list (captioning.files): a .webp photo is an image
+    # too, so one without captions is reported, not silently skipped.
+    make_flickr(tmp_path / "f8k", extra_image="999_z.webp")
+    with pytest.raises(DataError, match="1 images in images have no caption"
+                                        ".*999_z.webp"):
+        flickr8k.collect(tmp_path / "f8k")
+
+
+def test_flickr8k_split_lists_with_bom_and_crlf(tmp_path):
+    make_flickr(tmp_path / "f8k")
+    (tmp_path / "f8k" / "Flickr_8k.trainImages.txt").write_bytes(
+        b"\xef\xbb\xbf300_c.jpg\r\n100_a.jpg\r\n\r\n200_b.jpg\r\n")
+    assert flickr8k.read_split_lists(tmp_path / "f8k") == {
+        "train": ["300_c.jpg", "100_a.jpg", "200_b.jpg"],
+        "val": ["400_d.jpg"], "test": ["500_e.jpg"]}
+    split = flickr8k.collect(tmp_path / "f8k")[3]
+    assert list(split) == ["train", "train", "train", "val", "test"]
+
+
+def test_flickr8k_split_list_not_utf8_is_a_data_error(tmp_path):
+    make_flickr(tmp_path / "f8k")
+    path = tmp_path / "f8k" / "Flickr_8k.devImages.txt"
+    path.write_bytes(b"400_d.jpg\n\xff\xfe.jpg\n")
+    with pytest.raises(DataError, match="cannot read .*devImages.txt: line 2 "
+                                        "is not UTF-8"):
+        flickr8k.read_split_lists(tmp_path / "f8k")
+
+
 def test_flickr8k_captions_without_image_reported(tmp_path, monkeypatch):
     install_fake_extract(monkeypatch)
     make_flickr(tmp_path / "f8k", extra_caption="888_y.jpg")
@@ -466,15 +495,3 @@ def test_cli_flickr8k_and_check(tmp_path, monkeypatch, capsys):
     assert run_cli(["data", "check", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "caption data synthetic" in err
-
-
-def test_atomic_write_gives_usual_permissions(tmp_path):
-    import os
-    from captioning.data import atomic_write
-    umask = os.umask(0o022)
-    try:
-        with atomic_write(tmp_path / "f.txt", "w") as f:
-            f.write("x")
-    finally:
-        os.umask(umask)
-    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
