@@ -26,7 +26,9 @@ image i), they are listed at the end with the reason, and the command
 exits with code 2 (0 when every image was encoded).
 
 The Python entry point :func:`extract_codes` does the same in memory, for
-the data builders and the notebook.
+the data builders and the notebook. Bad input (unknown CNN, missing weights,
+no images) raises :class:`ExtractError`, which ``caption`` prints as one line
+(exit 2).
 """
 import hashlib
 import json
@@ -41,8 +43,8 @@ import numpy as np
 from .files import atomic_write, is_image_name, read_list
 from .images import ImageError, load_rgb
 
-__all__ = ["CNNS", "NUM_CODES", "extract_codes", "get_cnn", "list_images",
-           "register", "run_extract"]
+__all__ = ["CNNS", "NUM_CODES", "ExtractError", "extract_codes", "get_cnn",
+           "list_images", "register", "run_extract"]
 
 CNNS = ("efficientnet_lite0", "googlenet")
 NUM_CODES = 1000
@@ -62,9 +64,12 @@ class _Cnn:
 _CNN_CACHE = {}
 
 
-def _usage_error(message):
-    from .cli import UsageError
-    return UsageError(message)
+class ExtractError(ValueError):
+    """Bad input to the encoder: unknown CNN, missing weights, no images.
+
+    The message is meant for the user as it is (the command line prints it
+    as one line and exits with code 2).
+    """
 
 
 def _import_pretrained_lenet():
@@ -95,7 +100,7 @@ def _googlenet_weights(weights):
     for path in candidates:
         if path.is_file():
             return str(path)
-    raise _usage_error(
+    raise ExtractError(
         "GoogLeNet weights not found (looked for %s). They are "
         "blvc_googlenet.pkl in the seminar's data.tar.gz: run `caption data "
         "seminar` to download and unpack it into data/, or pass --weights "
@@ -114,17 +119,17 @@ def get_cnn(cnn="efficientnet_lite0", weights=None):
 
     Raises
     ------
-    captioning.cli.UsageError
+    ExtractError
         Unknown CNN, GoogLeNet code or weights unavailable (the message
         says where to get them).
     """
     if cnn not in CNNS:
-        raise _usage_error("unknown CNN %r; choose from %s" % (cnn, ", ".join(CNNS)))
+        raise ExtractError("unknown CNN %r; choose from %s" % (cnn, ", ".join(CNNS)))
     if cnn == "efficientnet_lite0":
         from . import efficientnet
         path = efficientnet.default_weights_path() if weights is None else str(weights)
         if not os.path.isfile(path):
-            raise _usage_error("EfficientNet-Lite0 weights not found: %s" % path)
+            raise ExtractError("EfficientNet-Lite0 weights not found: %s" % path)
         key = (cnn, os.path.realpath(path))
         if key not in _CNN_CACHE:
             _CNN_CACHE[key] = _Cnn(cnn, efficientnet.preprocess,
@@ -134,7 +139,7 @@ def get_cnn(cnn="efficientnet_lite0", weights=None):
 
     lenet = _import_pretrained_lenet()
     if lenet is None:
-        raise _usage_error("--cnn googlenet is unavailable: pretrained_lenet.py "
+        raise ExtractError("--cnn googlenet is unavailable: pretrained_lenet.py "
                            "(the seminar's GoogLeNet module) is not in %s" % REPO_ROOT)
     path = _googlenet_weights(weights)
     key = (cnn, os.path.realpath(path))
@@ -262,18 +267,18 @@ def list_images(images_dir, list_file=None):
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
-        raise _usage_error("--images %s is not a directory" % images_dir)
+        raise ExtractError("--images %s is not a directory" % images_dir)
     if list_file is not None:
         try:
             names = read_list(list_file)
         except (OSError, ValueError) as error:
-            raise _usage_error("cannot read --list %s: %s" % (
+            raise ExtractError("cannot read --list %s: %s" % (
                 list_file, getattr(error, "strerror", None) or error)) from None
     else:
         names = sorted(entry.name for entry in os.scandir(images_dir)
                        if entry.is_file() and is_image_name(entry.name))
     if not names:
-        raise _usage_error("no images to encode in %s" % (list_file or images_dir))
+        raise ExtractError("no images to encode in %s" % (list_file or images_dir))
     return names
 
 
@@ -356,7 +361,7 @@ def run_extract(images_dir, out, cnn="efficientnet_lite0", list_file=None,
     See the module docstring for the files written and the resume rules.
     """
     if batch_size < 1:
-        raise _usage_error("--batch-size must be >= 1")
+        raise ExtractError("--batch-size must be >= 1")
     out = Path(out)
     names = list_images(images_dir, list_file)
     paths = [str(Path(images_dir) / name) for name in names]

@@ -11,6 +11,7 @@ from PIL import Image
 
 from _data_fakes import fake_codes, install_fake_extract
 from captioning import data, data_cli, flickr8k
+from captioning.cli import UsageError
 from captioning.data import (DataError, Dataset, find_data, load_dataset,
                              make_split, save_dataset, tokenize)
 
@@ -466,6 +467,19 @@ def test_data_dir_written_as_coco_seminar_still_loads(tmp_path):
         == "seminar"
 
 
+def test_cli_library_error_is_one_line_naming_the_command(tmp_path, capsys):
+    # An encoder error (captioning.extract.ExtractError, raised below the
+    # command layer) reaches cli.main, which prints it as one line, exit 2.
+    from captioning.cli import main
+    make_flickr(tmp_path / "f8k")
+    assert main(["data", "flickr8k", "--flickr8k", str(tmp_path / "f8k"),
+                 "--out", str(tmp_path / "out"), "--cnn", "vgg",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("caption data flickr8k: error: unknown CNN 'vgg'")
+    assert err.count("\n") == 1
+
+
 def test_flickr8k_env_var_overrides_default(monkeypatch, tmp_path):
     monkeypatch.setenv("CAPTION_FLICKR8K_DIR", str(tmp_path))
     assert data.default_flickr8k_dir() == tmp_path
@@ -477,6 +491,8 @@ def test_flickr8k_env_var_overrides_default(monkeypatch, tmp_path):
 # ------------------------------------------------------------ CLI
 
 def run_cli(argv):
+    # data_cli alone: cli.main would import the real captioning.extract,
+    # which install_fake_extract replaces in sys.modules.
     parser = argparse.ArgumentParser()
     data_cli.register(parser.add_subparsers())
     args = parser.parse_args(argv)
@@ -492,6 +508,9 @@ def test_cli_flickr8k_and_check(tmp_path, monkeypatch, capsys):
     assert "flickr8k: 5 images (3 train, 1 val, 1 test), 25 captions" in \
         capsys.readouterr().out
     assert run_cli(["data", "check", "--out", str(out)]) == 0
-    assert run_cli(["data", "check", "--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "caption data synthetic" in err
+    # A data error is raised for cli.main to print (one line, exit 2), not
+    # printed here.
+    with pytest.raises(UsageError, match="caption data synthetic") as error:
+        run_cli(["data", "check", "--out", str(tmp_path / "x")])
+    assert "\n" not in str(error.value)
+    assert capsys.readouterr().err == ""

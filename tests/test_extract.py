@@ -153,6 +153,15 @@ def test_usage_errors(tmp_path, capsys):
         tmp_path / "list.txt") in capsys.readouterr().err
 
 
+def test_library_raises_its_own_error_not_the_command_layers(tmp_path):
+    # extract is library code: its bad-input error is ExtractError (which
+    # cli.main prints as one line), not captioning.cli.UsageError.
+    with pytest.raises(extract.ExtractError, match="not a directory"):
+        extract.list_images(tmp_path / "nope")
+    with pytest.raises(extract.ExtractError, match="unknown CNN 'vgg'"):
+        extract.get_cnn("vgg")
+
+
 def test_a_finished_run_is_not_redone_unless_something_changed(
         image_dir, direct_codes, tmp_path, monkeypatch, capsys):
     folder = tmp_path / "imgs"
