@@ -24,9 +24,7 @@ the window size ``n``.
 """
 import captioning  # noqa: F401  (Theano flags and the Lasagne backport)
 
-import io
 import os
-import pickle
 
 import numpy as np
 
@@ -36,8 +34,11 @@ from lasagne.layers import (ConcatLayer, Conv2DLayer, DenseLayer, InputLayer,
                             NonlinearityLayer, Pool2DLayer)
 from lasagne.nonlinearities import softmax
 
+from captioning.safe_pickle import (NUMPY_ARRAYS, UnsafePickleError,
+                                    importable, safe_loads)
+
 __all__ = ["MEAN_VALUES", "build_inception_module", "build_model",
-           "preprocess", "load_weights", "UnsafePickleError"]
+           "preprocess", "load_weights", "UnsafePickleError", "WEIGHTS_PICKLE"]
 
 # Per-channel ImageNet means the BVLC model was trained with, in Caffe's BGR
 # channel order. Shaped (3, 1, 1) so that it broadcasts over a (3, H, W)
@@ -226,33 +227,13 @@ def preprocess(img):
     return img[None].astype(np.float32)
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """The weights pickle refers to something other than plain data."""
-
-
-class _WeightsUnpickler(pickle.Unpickler):
-    # pickle.load would call whatever a file names; only the globals that
-    # numpy arrays need are resolved here. Lists, dicts, strings and numbers
-    # are built by pickle opcodes without any global.
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        # Python 3 writes `bytes` (an array's data) in protocol 2 as
-        # _codecs.encode(text, 'latin1'); it only converts text to bytes.
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise UnsafePickleError(
-            "refusing to load %s.%s from a weights pickle: it may only hold "
-            "numpy arrays, lists, dicts, strings and numbers" % (module, name))
-
-    def persistent_load(self, pid):
-        raise UnsafePickleError("refusing persistent id %r" % (pid,))
+# pickle.load would call whatever a file names: the weights pickle is read
+# by the package's restricted unpickler, which resolves only the globals that
+# numpy arrays and numpy scalars need (lists, dicts, strings and numbers are
+# built by pickle opcodes without any global).
+WEIGHTS_PICKLE = NUMPY_ARRAYS.plus(
+    "numpy arrays and scalars, lists, dicts, strings and numbers",
+    importable(("numpy.core.multiarray", "scalar")))
 
 
 def _read_weights(path):
@@ -266,7 +247,7 @@ def _read_weights(path):
         data = f.read()
     # latin1: the file is a Python 2 pickle; numpy needs its byte strings
     # decoded one byte per character.
-    return _WeightsUnpickler(io.BytesIO(data), encoding="latin1").load()
+    return safe_loads(data, WEIGHTS_PICKLE, encoding="latin1")
 
 
 def load_weights(model, path="data/blvc_googlenet.pkl"):

@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 
-from .data import atomic_write
+from .files import atomic_write
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "graph_settings",
            "check_meta", "describe_mismatch", "CheckpointMismatch"]

@@ -23,6 +23,23 @@ class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
 
 
+def _library_input_errors():
+    """Library errors that mean bad input, not a bug: one line, exit code 2.
+
+    Commands raise :class:`UsageError`; library code cannot (it must not
+    import the command layer), so its own input errors are listed here.
+    Imported only when such an error may be on its way, to keep start-up
+    light.
+    """
+    from .extract import ExtractError
+    return (ExtractError,)
+
+
+def _error_line(args, error):
+    print("caption %s: error: %s" % (args.command, error), file=sys.stderr)
+    return 2
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="caption",
@@ -48,11 +65,12 @@ def main(argv=None):
     try:
         return args.func(args) or 0
     except UsageError as error:
-        print("caption %s: error: %s" % (args.command, error), file=sys.stderr)
-        return 2
+        return _error_line(args, error)
     except KeyboardInterrupt:
         print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except _library_input_errors() as error:  # evaluated only if reached
+        return _error_line(args, error)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from captioning.data import atomic_write, encode_images
+from captioning.data import encode_images
+from captioning.files import atomic_write
 
 __all__ = ["cache_dir", "cached_codes"]
 

@@ -33,19 +33,20 @@ the best available source.
 import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .safe_pickle import UnsafePickleError, fix_py2_text, safe_load
+from .files import atomic_write
+from .safe_pickle import (NUMPY_ARRAYS, UnsafePickleError, fix_py2_text,
+                          safe_load)
 from .text import NORMALISER, normalise_caption
 
 __all__ = [
     "DataError", "Dataset", "load_dataset", "save_dataset", "validate",
     "make_split", "seminar_split", "find_data", "encode_images",
-    "resolve_data_dir", "default_flickr8k_dir", "atomic_write", "has_dataset",
+    "resolve_data_dir", "default_flickr8k_dir", "has_dataset",
     "SOURCES", "COMMANDS", "finish_seminar", "save_split",
     "check_target", "source_name",
 ]
@@ -267,34 +268,6 @@ def has_dataset(data_dir):
     return None
 
 
-@contextlib.contextmanager
-def atomic_write(path, mode="wb"):
-    """Write to a temporary file beside ``path``, then ``os.replace`` it.
-
-    An interrupted write leaves at most a ``.tmp`` file, never a
-    half-written ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".",
-                               suffix=".tmp", dir=path.parent)
-    # mkstemp makes the file private (0600); give it the usual permissions.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else
-                                    {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 # ------------------------------------------------------------------ load
 
 def _missing(path, what):
@@ -314,7 +287,7 @@ def _load_captions_json(path):
 
 def _load_captions_pcl(path):
     try:
-        obj = safe_load(path, allow_numpy=True)
+        obj = safe_load(path, NUMPY_ARRAYS)
     except UnsafePickleError as error:
         raise DataError("%s: %s" % (path, error)) from None
     if isinstance(obj, np.ndarray):         # tolerate array containers

@@ -10,8 +10,9 @@ synthetic  a generated picture world, offline (the default to try first)
 `caption data check [--out DIR]` loads a directory and prints a summary.
 """
 import argparse
-import sys
 from pathlib import Path
+
+from .cli import UsageError
 
 __all__ = ["register"]
 
@@ -26,6 +27,8 @@ def register(subparsers):
 
     def add(name, help_):
         p = sources.add_parser(name, help=help_, description=help_)
+        # cli.main names the command in its error line: "caption data NAME"
+        p.set_defaults(command="data " + name)
         p.add_argument("--out", default="data", metavar="DIR",
                        help="output directory (default: data/)")
         p.add_argument("--no-progress", dest="progress",
@@ -73,15 +76,14 @@ def _cnn_options(p):
 
 
 def _run(make, args):
-    """Call ``make()``; data/download errors become one line and exit 2."""
+    """Call ``make()``; data/download errors become a :class:`UsageError`
+    (one line and exit 2, printed by :func:`captioning.cli.main`)."""
     from .data import DataError
     from .download import DownloadError, UnsafeArchiveError
     try:
         dataset = make()
     except (DataError, DownloadError, UnsafeArchiveError) as error:
-        print("caption data %s: error: %s" % (args.source, error),
-              file=sys.stderr)
-        return 2
+        raise UsageError(str(error)) from None
     _summary(dataset, args.out)
     return 0
 

@@ -17,7 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 
-from .data import CAPTIONS_PCL, CODES_FILE, atomic_write
+from .data import CAPTIONS_PCL, CODES_FILE
+from .files import atomic_write
 
 __all__ = ["DownloadError", "OfflineError", "UnsafeArchiveError", "download",
            "safe_extract", "fetch_seminar", "SEMINAR_URL", "SEMINAR_SIZE",

@@ -20,7 +20,7 @@ from pathlib import Path
 from captioning.cli import UsageError
 from captioning.describe import check_beam, encode_photos, load_model_or_fail
 
-__all__ = ["register", "run", "read_list"]
+__all__ = ["register", "run"]
 
 
 def register(subparsers):
@@ -46,13 +46,13 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def read_list(path):
-    """File names, one a line (blank lines ignored), in order, no repeats."""
+def _listed_names(path):
+    """The names of ``--list`` in order, each once."""
+    from captioning.files import read_list
     try:
-        lines = Path(path).read_text("utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError("cannot read the list %s: %s" % (path, error))
-    return list(dict.fromkeys(line.strip() for line in lines if line.strip()))
+        return list(dict.fromkeys(read_list(path)))
+    except (OSError, ValueError) as error:
+        raise UsageError("cannot read the list %s: %s" % (path, error)) from None
 
 
 def run(args):
@@ -72,7 +72,7 @@ def run(args):
                          % (args.captions, error.strerror or error))
     except DataError as error:
         raise UsageError(str(error))
-    names = read_list(args.list) if args.list else list(references)
+    names = _listed_names(args.list) if args.list else list(references)
     if not names:
         raise UsageError("no images to evaluate: %s is empty"
                          % (args.list or args.captions))

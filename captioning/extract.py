@@ -13,8 +13,9 @@ files of DIR sorted by name.
 
 Resuming: batches are saved as they finish in ``CODES.npy.partial/``; an
 interrupted run, rerun with the same images and CNN, computes only what is
-missing. The final files are written to a temporary name and renamed
-(``os.replace``), so ``CODES.npy`` is either absent or complete.
+missing. Every file is written through :func:`captioning.files.atomic_write`
+(a temporary name, then renamed), so ``CODES.npy`` is either absent or
+complete.
 A finished run leaves ``CODES.run.json`` (the images' names, sizes and
 modification times, the CNN, the unreadable images): rerunning the same
 command then finds nothing to do unless an image, the CNN or ``CODES.npy``
@@ -25,7 +26,9 @@ image i), they are listed at the end with the reason, and the command
 exits with code 2 (0 when every image was encoded).
 
 The Python entry point :func:`extract_codes` does the same in memory, for
-the data builders and the notebook.
+the data builders and the notebook. Bad input (unknown CNN, missing weights,
+no images) raises :class:`ExtractError`, which ``caption`` prints as one line
+(exit 2).
 """
 import hashlib
 import json
@@ -37,10 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import ImageError, is_image_name, load_rgb
+from .files import atomic_write, is_image_name, read_list
+from .images import ImageError, load_rgb
 
-__all__ = ["CNNS", "NUM_CODES", "extract_codes", "get_cnn", "list_images",
-           "register", "run_extract"]
+__all__ = ["CNNS", "NUM_CODES", "ExtractError", "extract_codes", "get_cnn",
+           "list_images", "register", "run_extract"]
 
 CNNS = ("efficientnet_lite0", "googlenet")
 NUM_CODES = 1000
@@ -60,9 +64,12 @@ class _Cnn:
 _CNN_CACHE = {}
 
 
-def _usage_error(message):
-    from .cli import UsageError
-    return UsageError(message)
+class ExtractError(ValueError):
+    """Bad input to the encoder: unknown CNN, missing weights, no images.
+
+    The message is meant for the user as it is (the command line prints it
+    as one line and exits with code 2).
+    """
 
 
 def _import_pretrained_lenet():
@@ -93,7 +100,7 @@ def _googlenet_weights(weights):
     for path in candidates:
         if path.is_file():
             return str(path)
-    raise _usage_error(
+    raise ExtractError(
         "GoogLeNet weights not found (looked for %s). They are "
         "blvc_googlenet.pkl in the seminar's data.tar.gz: run `caption data "
         "seminar` to download and unpack it into data/, or pass --weights "
@@ -112,17 +119,17 @@ def get_cnn(cnn="efficientnet_lite0", weights=None):
 
     Raises
     ------
-    captioning.cli.UsageError
+    ExtractError
         Unknown CNN, GoogLeNet code or weights unavailable (the message
         says where to get them).
     """
     if cnn not in CNNS:
-        raise _usage_error("unknown CNN %r; choose from %s" % (cnn, ", ".join(CNNS)))
+        raise ExtractError("unknown CNN %r; choose from %s" % (cnn, ", ".join(CNNS)))
     if cnn == "efficientnet_lite0":
         from . import efficientnet
         path = efficientnet.default_weights_path() if weights is None else str(weights)
         if not os.path.isfile(path):
-            raise _usage_error("EfficientNet-Lite0 weights not found: %s" % path)
+            raise ExtractError("EfficientNet-Lite0 weights not found: %s" % path)
         key = (cnn, os.path.realpath(path))
         if key not in _CNN_CACHE:
             _CNN_CACHE[key] = _Cnn(cnn, efficientnet.preprocess,
@@ -132,7 +139,7 @@ def get_cnn(cnn="efficientnet_lite0", weights=None):
 
     lenet = _import_pretrained_lenet()
     if lenet is None:
-        raise _usage_error("--cnn googlenet is unavailable: pretrained_lenet.py "
+        raise ExtractError("--cnn googlenet is unavailable: pretrained_lenet.py "
                            "(the seminar's GoogLeNet module) is not in %s" % REPO_ROOT)
     path = _googlenet_weights(weights)
     key = (cnn, os.path.realpath(path))
@@ -254,24 +261,24 @@ def extract_codes(image_paths, cnn="efficientnet_lite0", batch_size=32,
 def list_images(images_dir, list_file=None):
     """Image names (relative to ``images_dir``) in extraction order.
 
-    ``list_file``: one name per line, blank lines ignored, order kept.
-    Otherwise every file in ``images_dir`` with an image extension, sorted.
+    ``list_file``: read by :func:`captioning.files.read_list` (one name a
+    line, UTF-8, blank lines ignored, order kept). Otherwise every file in
+    ``images_dir`` with an image extension, sorted.
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
-        raise _usage_error("--images %s is not a directory" % images_dir)
+        raise ExtractError("--images %s is not a directory" % images_dir)
     if list_file is not None:
         try:
-            lines = Path(list_file).read_text().splitlines()
-        except OSError as error:
-            raise _usage_error("cannot read --list %s: %s"
-                               % (list_file, error.strerror or error))
-        names = [line.strip() for line in lines if line.strip()]
+            names = read_list(list_file)
+        except (OSError, ValueError) as error:
+            raise ExtractError("cannot read --list %s: %s" % (
+                list_file, getattr(error, "strerror", None) or error)) from None
     else:
         names = sorted(entry.name for entry in os.scandir(images_dir)
                        if entry.is_file() and is_image_name(entry.name))
     if not names:
-        raise _usage_error("no images to encode in %s" % (list_file or images_dir))
+        raise ExtractError("no images to encode in %s" % (list_file or images_dir))
     return names
 
 
@@ -324,20 +331,6 @@ def _finished_before(out, finished):
     return None
 
 
-def _atomic_save(path, write):
-    """Write with ``write(file)`` to a temp file beside ``path``, then rename."""
-    tmp = path.with_name(".%s.tmp-%d" % (path.name, os.getpid()))
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _open_partial(partial, run_id):
     """Chunks already done for this run: {(start, stop): chunk path}."""
     meta_path = partial / "run.json"
@@ -352,7 +345,8 @@ def _open_partial(partial, run_id):
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     if not meta_path.exists():
-        _atomic_save(meta_path, lambda f: f.write(json.dumps(run_id).encode()))
+        with atomic_write(meta_path, "w") as f:
+            f.write(json.dumps(run_id))
     done = {}
     for chunk in partial.glob("rows-*.npz"):
         start, stop = (int(x) for x in chunk.stem.split("-")[1:3])
@@ -367,7 +361,7 @@ def run_extract(images_dir, out, cnn="efficientnet_lite0", list_file=None,
     See the module docstring for the files written and the resume rules.
     """
     if batch_size < 1:
-        raise _usage_error("--batch-size must be >= 1")
+        raise ExtractError("--batch-size must be >= 1")
     out = Path(out)
     names = list_images(images_dir, list_file)
     paths = [str(Path(images_dir) / name) for name in names]
@@ -396,9 +390,8 @@ def run_extract(images_dir, out, cnn="efficientnet_lite0", list_file=None,
     try:
         for start, stop, codes, failed in _encode_batches(model, paths, ranges):
             chunk = partial / ("rows-%08d-%08d.npz" % (start, stop))
-            failed_json = json.dumps(failed)
-            _atomic_save(chunk, lambda f: np.savez(
-                f, codes=codes, failures=np.array(failed_json)))
+            with atomic_write(chunk) as f:
+                np.savez(f, codes=codes, failures=np.array(json.dumps(failed)))
             done[(start, stop)] = chunk
             if bar is not None:
                 bar.update(stop - start)
@@ -412,12 +405,14 @@ def run_extract(images_dir, out, cnn="efficientnet_lite0", list_file=None,
         with np.load(chunk, allow_pickle=False) as saved:
             codes[start:stop] = saved["codes"]
             failures.extend(tuple(f) for f in json.loads(str(saved["failures"])))
-    _atomic_save(_names_path(out),
-                 lambda f: f.write(("\n".join(names) + "\n").encode("utf-8")))
-    _atomic_save(out, lambda f: np.save(f, codes))
+    with atomic_write(_names_path(out), "w") as f:
+        f.write("\n".join(names) + "\n")
+    with atomic_write(out) as f:
+        np.save(f, codes)
     record = {"run": finished, "output": _output_stamp(out),
               "failures": [list(f) for f in failures]}
-    _atomic_save(_record_path(out), lambda f: f.write(json.dumps(record).encode()))
+    with atomic_write(_record_path(out), "w") as f:
+        f.write(json.dumps(record))
     shutil.rmtree(partial)
     return failures
 

@@ -20,6 +20,7 @@ import numpy as np
 from .codes_cache import cached_codes
 from .data import (DataError, Dataset, _examples, check_target, make_split,
                    load_dataset, refuse_unreadable, save_dataset)
+from .files import is_image_name, read_list
 from .text import normalise_caption
 
 __all__ = ["read_tokens", "read_split_lists", "collect", "build_flickr8k",
@@ -30,7 +31,6 @@ IMAGE_DIRS = ("images", "Flicker8k_Dataset", "Flickr8k_Dataset")
 SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt",
                "val": "Flickr_8k.devImages.txt",
                "test": "Flickr_8k.testImages.txt"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 SEED = 0
 
 
@@ -86,14 +86,20 @@ def read_tokens(path):
 
 
 def read_split_lists(folder):
-    """``{'train'|'val'|'test': [names]}`` for the split lists present."""
+    """``{'train'|'val'|'test': [names]}`` for the split lists present.
+
+    Each is read by :func:`captioning.files.read_list`; an unreadable one
+    raises :class:`DataError`.
+    """
     lists = {}
     for split, filename in SPLIT_FILES.items():
         path = Path(folder) / filename
         if path.is_file():
-            lists[split] = [line.strip() for line in
-                            path.read_text("utf-8").splitlines()
-                            if line.strip()]
+            try:
+                lists[split] = read_list(path)
+            except (OSError, ValueError) as error:
+                raise DataError("cannot read %s: %s" % (
+                    path, getattr(error, "strerror", None) or error)) from None
     return lists
 
 
@@ -128,8 +134,7 @@ def collect(folder, allow_missing_images=False):
             "CAPTION_FLICKR8K_DIR or pass --flickr8k DIR; without Flickr8k "
             "use `caption data synthetic`" % (folder, TOKEN_FILE))
     raw = read_tokens(token_path)
-    files = {p.name: p for p in image_dir.iterdir()
-             if p.suffix.lower() in IMAGE_SUFFIXES}
+    files = {p.name: p for p in image_dir.iterdir() if is_image_name(p.name)}
     lists = read_split_lists(folder)
     listed = {}
     for split, names in lists.items():

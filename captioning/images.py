@@ -30,11 +30,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageError", "load_rgb", "IMAGE_EXTENSIONS", "is_image_name"]
+__all__ = ["ImageError", "load_rgb"]
 
-# File name endings treated as images when listing a directory.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp",
-                    ".tif", ".tiff", ".ppm", ".pgm")
+# Which file names count as images: captioning.files.IMAGE_EXTENSIONS.
 
 
 class ImageError(ValueError):
@@ -44,11 +42,6 @@ class ImageError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__("cannot read image %s: %s" % (self.path, reason))
-
-
-def is_image_name(name):
-    """True if ``name`` ends with a known image extension (case-insensitive)."""
-    return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def _scale_16bit(values):

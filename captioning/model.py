@@ -39,7 +39,7 @@ from lasagne.layers import (InputLayer, EmbeddingLayer, DropoutLayer,
                             get_all_layers)
 
 from broadcast import BroadcastLayer, UnbroadcastLayer
-from captioning.data import atomic_write
+from captioning.files import atomic_write
 from captioning.theano_setup import SPEEDUPS
 # The vocabulary lives with the normaliser; re-exported for older imports.
 from captioning.text import (END, PAD_ix, START, UNK, Vocabulary,
@@ -414,7 +414,7 @@ def save_model(model, model_dir, extra=None, weights=True):
     model : CaptionModel
     model_dir : str or Path
         Created if missing. Files are replaced atomically
-        (:func:`captioning.data.atomic_write`), so an interrupt never leaves
+        (:func:`captioning.files.atomic_write`), so an interrupt never leaves
         a half-written model.
     extra : dict, optional
         More JSON-able facts to keep in ``model.json`` (e.g. training

@@ -10,9 +10,10 @@ outside the pickle. Two layouts exist:
   magic number, protocol version, system info, the object pickle, the list of
   storage keys, then for each key an int64 element count and the raw bytes.
 
-Both are read here with a *restricted* unpickler: a pickle can name any
-Python callable, so only ``collections.OrderedDict``, the tensor rebuild
-functions and the storage type names are admitted (mapped to local numpy
+Both are read with the package's restricted unpickler
+(:mod:`captioning.safe_pickle`): a pickle can name any Python callable, so the
+allow-list :data:`STATE_DICT` admits only ``collections.OrderedDict``, the
+tensor rebuild functions and the storage type names (mapped to local numpy
 code); anything else raises :class:`PthError`. Nothing is executed from the
 file.
 """
@@ -24,7 +25,9 @@ import zipfile
 
 import numpy as np
 
-__all__ = ["PthError", "load_state_dict"]
+from .safe_pickle import AllowList, RestrictedUnpickler, UnsafePickleError
+
+__all__ = ["PthError", "load_state_dict", "STATE_DICT"]
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -106,32 +109,21 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
     return data  # an nn.Parameter is just its tensor here
 
 
-# (module, name) -> object the pickle may reference; nothing else is allowed.
-_ALLOWED = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-}
-_ALLOWED.update({("torch", name): _StorageType(name) for name in STORAGE_DTYPES})
+# The globals a state dict pickle may name, each mapped to local code.
+STATE_DICT = AllowList(
+    "tensors in (ordered) dicts, lists and tuples (a plain state dict)",
+    {("collections", "OrderedDict"): collections.OrderedDict,
+     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+     **{("torch", name): _StorageType(name) for name in STORAGE_DTYPES}})
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the names in ``_ALLOWED``."""
-
-    def __init__(self, file, persistent_load):
-        super().__init__(file)
-        self._persistent_load = persistent_load
-
-    def find_class(self, module, name):
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise PthError("refusing to load %s.%s from the pickle (only plain "
-                           "tensor state dicts are supported)" % (module, name)) from None
-
-    def persistent_load(self, pid):
-        return self._persistent_load(pid)
+def _unpickler(file, persistent_load):
+    # persistent_load None: persistent ids are refused (header pickles).
+    # ASCII: torch pickles come from Python 3 (pickle's default decoding).
+    return RestrictedUnpickler(file, STATE_DICT, encoding="ASCII",
+                               persistent_load=persistent_load)
 
 
 def _materialize(obj):
@@ -179,20 +171,20 @@ def _load_zip(path):
             return storages[key]
 
         with archive.open(pkl_names[0]) as f:
-            obj = _RestrictedUnpickler(io.BytesIO(f.read()), persistent_load).load()
+            obj = _unpickler(io.BytesIO(f.read()), persistent_load).load()
     return _materialize(obj)
 
 
 def _load_legacy(path):
     with open(path, "rb") as f:
-        header = _RestrictedUnpickler(f, _no_persistent)
+        header = _unpickler(f, None)
         if header.load() != LEGACY_MAGIC:
             raise PthError("%s: neither a zip nor a legacy torch file "
                            "(bad magic number)" % path)
-        protocol = _RestrictedUnpickler(f, _no_persistent).load()
+        protocol = _unpickler(f, None).load()
         if protocol != 1001:
             raise PthError("%s: unsupported legacy protocol %r" % (path, protocol))
-        sys_info = _RestrictedUnpickler(f, _no_persistent).load()
+        sys_info = _unpickler(f, None).load()
         if not sys_info.get("little_endian", True):
             raise PthError("%s: big-endian files are not supported" % path)
 
@@ -210,8 +202,8 @@ def _load_legacy(path):
             views.append((view, root_key, offset))
             return view
 
-        obj = _RestrictedUnpickler(f, persistent_load).load()
-        keys = _RestrictedUnpickler(f, _no_persistent).load()
+        obj = _unpickler(f, persistent_load).load()
+        keys = _unpickler(f, None).load()
         for key in keys:
             if key not in roots:
                 raise PthError("%s: storage %s is not referenced" % (path, key))
@@ -226,10 +218,6 @@ def _load_legacy(path):
         for view, root_key, offset in views:
             view.data = roots[root_key].data[offset:offset + view.numel]
     return _materialize(obj)
-
-
-def _no_persistent(pid):
-    raise PthError("unexpected persistent id %r in a header pickle" % (pid,))
 
 
 def load_state_dict(path):
@@ -259,6 +247,8 @@ def load_state_dict(path):
         return _load_legacy(path)
     except PthError:
         raise
+    except UnsafePickleError as error:
+        raise PthError("%s: %s" % (path, error)) from None
     except (pickle.UnpicklingError, EOFError, struct.error, KeyError,
             ValueError, TypeError, AttributeError, IndexError) as error:
         raise PthError("%s: not a readable torch state dict (%s: %s)"

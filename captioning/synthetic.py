@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import (Dataset, atomic_write, check_target, encode_images,
-                   load_dataset, make_split, save_dataset)
+from .data import (Dataset, check_target, encode_images, load_dataset,
+                   make_split, save_dataset)
+from .files import atomic_write
 
 __all__ = ["COLOURS", "SHAPES", "generate_scene", "render_scene", "describe",
            "generate", "build_synthetic"]

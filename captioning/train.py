@@ -104,9 +104,9 @@ def load_flickr8k(folder):
                          "images/" % (folder, TOKEN_FILE))
     try:
         captions = read_tokens(folder / TOKEN_FILE)
+        lists = read_split_lists(folder)
     except DataError as error:
         raise UsageError(str(error))
-    lists = read_split_lists(folder)
     if "train" not in lists:
         raise UsageError("%s has no %s" % (folder, SPLIT_FILES["train"]))
     for split in ("val", "test"):
@@ -264,7 +264,7 @@ def plot_history(history, path, kept=None, stopped=None):
     import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from captioning.data import atomic_write
+    from captioning.files import atomic_write
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")

@@ -124,14 +124,15 @@ def test_evaluate_defaults_to_every_image_of_the_token_file(env, trained, capsys
 
 
 def test_evaluate_leaves_out_bad_entries_and_exits_2(env, trained, tmp_path, capsys):
-    listing = tmp_path / "list.txt"
-    listing.write_text("r9.jpg\nunknown.jpg\nb9.jpg\n")
+    listing = tmp_path / "list.txt"   # a BOM, CRLF and a repeat (counted once)
+    listing.write_bytes(b"\xef\xbb\xbfr9.jpg\r\nunknown.jpg\r\nb9.jpg\r\nr9.jpg\r\n")
     rc = main(["evaluate", "--model", str(trained), "--images", str(env / "images"),
                "--captions", str(env / "Flickr8k.token.txt"), "--list", str(listing)])
     assert rc == 2
     captured = capsys.readouterr()
     assert last_json(captured.out)["n_images"] == 2
     assert "unknown.jpg: not in" in captured.err
+    assert captured.err.count(": not in ") == 1      # r9.jpg (after the BOM) is known
 
 
 @pytest.mark.parametrize("problem", ["empty list", "missing captions", "no images dir"])

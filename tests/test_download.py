@@ -16,7 +16,6 @@ import threading
 import numpy as np
 import pytest
 
-from captioning import data_cli
 from captioning.data import load_dataset
 from captioning.download import (DownloadError, OfflineError,
                                  UnsafeArchiveError, download, fetch_seminar,
@@ -193,14 +192,12 @@ def test_offline_is_one_line_and_exit_2(tmp_path, capsys):
     url = "http://127.0.0.1:%d/data.tar.gz" % free_port()
     with pytest.raises(OfflineError):
         download(url, tmp_path / "x", progress=False)
-    import argparse
-    parser = argparse.ArgumentParser()
-    data_cli.register(parser.add_subparsers())
-    args = parser.parse_args(["data", "seminar", "--out", str(tmp_path / "d"),
-                              "--url", url, "--no-progress"])
-    assert args.func(args) == 2
+    from captioning.cli import main
+    assert main(["data", "seminar", "--out", str(tmp_path / "d"), "--url", url,
+                 "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "offline" in err
+    assert err.startswith("caption data seminar: error: ")
 
 
 def test_safe_extract_strips_data_prefix(tmp_path):

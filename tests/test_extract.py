@@ -98,8 +98,9 @@ def test_interrupted_run_resumes_without_recomputing(image_dir, direct_codes,
 
 
 def test_list_order_and_missing_file(image_dir, direct_codes, tmp_path, capsys):
-    listing = tmp_path / "list.txt"
-    listing.write_text("d_rocket.jpg\n\na_coffee.png\nno_such.jpg\n")
+    listing = tmp_path / "list.txt"        # read by captioning.files.read_list:
+    listing.write_bytes(b"\xef\xbb\xbfd_rocket.jpg\r\n\r\na_coffee.png\r\n"
+                        b"no_such.jpg\r\n")  # a BOM, CRLF and a blank line
     out = tmp_path / "sub" / "codes.npy"
     rc = main(["extract", "--images", str(image_dir), "--list", str(listing),
                "--out", str(out), "--no-progress"])
@@ -139,10 +140,26 @@ def test_googlenet_without_weights_says_where_to_get_them(image_dir, tmp_path, c
 def test_usage_errors(tmp_path, capsys):
     assert main(["extract", "--images", str(tmp_path / "nope"),
                  "--out", str(tmp_path / "c.npy")]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("caption extract: error: --images ")
+    assert "not a directory" in err and err.count("\n") == 1
     assert main(["extract", "--images", str(tmp_path),
                  "--out", str(tmp_path / "c.npy")]) == 2
     assert "no images" in capsys.readouterr().err
+    (tmp_path / "list.txt").write_bytes(b"a.jpg\n\xff.jpg\n")
+    assert main(["extract", "--images", str(tmp_path), "--list",
+                 str(tmp_path / "list.txt"), "--out", str(tmp_path / "c.npy")]) == 2
+    assert "cannot read --list %s: line 2 is not UTF-8" % (
+        tmp_path / "list.txt") in capsys.readouterr().err
+
+
+def test_library_raises_its_own_error_not_the_command_layers(tmp_path):
+    # extract is library code: its bad-input error is ExtractError (which
+    # cli.main prints as one line), not captioning.cli.UsageError.
+    with pytest.raises(extract.ExtractError, match="not a directory"):
+        extract.list_images(tmp_path / "nope")
+    with pytest.raises(extract.ExtractError, match="unknown CNN 'vgg'"):
+        extract.get_cnn("vgg")
 
 
 def test_a_finished_run_is_not_redone_unless_something_changed(

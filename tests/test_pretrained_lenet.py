@@ -17,6 +17,7 @@ import captioning  # noqa: F401  (Theano flags and the backport first)
 
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -378,3 +379,31 @@ def test_module_names():
                  "build_inception_module"):
         assert hasattr(pretrained_lenet, name)
     np.testing.assert_array_equal(MEAN_VALUES.ravel(), [104, 117, 123])
+
+
+# Globals outside the weights pickle's allow-list (numpy arrays and scalars,
+# plain data): a command and what the .pth use admits.
+@pytest.mark.parametrize("module, name", [
+    ("os", "system"), ("torch._utils", "_rebuild_tensor_v2"),
+    ("collections", "OrderedDict")])
+def test_load_weights_refuses_globals_of_other_uses(tmp_path, small_net,
+                                                    module, name):
+    net, _ = small_net
+    path = tmp_path / "other.pkl"
+    path.write_bytes(b"c%s\n%s\n(S'true'\ntR." % (module.encode(), name.encode()))
+    with pytest.raises(UnsafePickleError,
+                       match=re.escape("refusing to load %s.%s" % (module, name))):
+        load_weights(net, str(path))
+
+
+def test_load_weights_admits_numpy_scalars(tmp_path, small_net):
+    # Python 2 numpy pickles may hold scalars (numpy.core.multiarray.scalar),
+    # which the caption pickle's allow-list refuses.
+    net, shapes = small_net
+    values = [np.full(s, np.float32(i)) for i, s in enumerate(shapes)]
+    path = tmp_path / "scalars.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"param values": values, "scale": np.float64(0.5)}, f,
+                    protocol=2)
+    load_weights(net, str(path))
+    assert lasagne.layers.get_all_param_values(net["prob"])[3].flat[0] == 3

@@ -7,6 +7,7 @@ import collections
 import io
 import os
 import pickle
+import re
 import struct
 import sys
 import types
@@ -160,3 +161,17 @@ def test_packaged_efficientnet_weights():
     assert state["_fc.weight"].shape == (1000, 1280)
     assert state["_fc.weight"].dtype == np.float32
     assert np.isfinite(state["_fc.weight"]).all()
+
+
+# Globals outside the .pth allow-list: a command, and what the other uses of
+# the restricted unpickler admit (numpy arrays and scalars, bytes).
+@pytest.mark.parametrize("module, name", [
+    ("os", "system"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("_codecs", "encode")])
+def test_refuses_globals_of_other_uses(tmp_path, module, name):
+    path = tmp_path / "other.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x/data.pkl", b"c%s\n%s\n(S'true'\ntR."
+                         % (module.encode(), name.encode()))
+    with pytest.raises(PthError, match=re.escape("refusing to load %s.%s" % (module, name))):
+        load_state_dict(path)

@@ -1,14 +1,15 @@
 """The restricted unpickler: plain data and arrays load, code never runs."""
 import os
 import pickle
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from captioning.safe_pickle import (UnsafePickleError, fix_py2_text,
-                                    safe_load, safe_loads)
+from captioning.safe_pickle import (NUMPY_ARRAYS, UnsafePickleError,
+                                    fix_py2_text, safe_load, safe_loads)
 
 # A Python 2 protocol-2 pickle of [['a dog', 'caf\xc3\xa9']] (two py2 str,
 # the second UTF-8 bytes), written out opcode by opcode.
@@ -52,7 +53,7 @@ def test_numpy_arrays_only_when_allowed():
     blob = pickle.dumps({"codes": array}, protocol=2)
     with pytest.raises(UnsafePickleError, match="numpy"):
         safe_loads(blob)
-    loaded = safe_loads(blob, allow_numpy=True)["codes"]
+    loaded = safe_loads(blob, NUMPY_ARRAYS)["codes"]
     np.testing.assert_array_equal(loaded, array)
     assert loaded.dtype == np.float32
 
@@ -60,7 +61,7 @@ def test_numpy_arrays_only_when_allowed():
 def test_numpy_scalar_is_not_admitted():
     blob = pickle.dumps(np.float64(1.5), protocol=2)
     with pytest.raises(UnsafePickleError, match="scalar"):
-        safe_loads(blob, allow_numpy=True)
+        safe_loads(blob, NUMPY_ARRAYS)
 
 
 def test_payload_is_real_when_unpickled_unsafely(tmp_path):
@@ -81,7 +82,7 @@ def test_malicious_pickle_refused_without_running(tmp_path, protocol):
     with pytest.raises(UnsafePickleError, match="system"):
         safe_load(path)
     with pytest.raises(UnsafePickleError):
-        safe_load(path, allow_numpy=True)
+        safe_load(path, NUMPY_ARRAYS)
     assert not marker.exists()
 
 
@@ -99,3 +100,24 @@ def test_builtins_and_reconstructor_are_refused():
 def test_persistent_ids_are_refused():
     with pytest.raises(UnsafePickleError):
         safe_loads(b"\x80\x02X\x01\x00\x00\x00xQ.")
+
+
+def _calls(module, name):
+    """A protocol-0 pickle that calls ``module.name("true")``."""
+    return b"c%s\n%s\n(S'true'\ntR." % (module.encode(), name.encode())
+
+
+# Globals outside the caption pickle's allow-list (plain data and numpy
+# arrays): a command, a torch rebuild function (the .pth use's), a numpy
+# scalar (the GoogLeNet weights use's) and an ordered dict.
+@pytest.mark.parametrize("module, name", [
+    ("os", "system"), ("torch._utils", "_rebuild_tensor_v2"),
+    ("numpy.core.multiarray", "scalar"), ("collections", "OrderedDict")])
+def test_caption_pickle_refuses_globals_of_other_uses(tmp_path, module, name):
+    from captioning.data import DataError, load_dataset
+    np.save(tmp_path / "image_codes.npy", np.zeros((1, 1000), np.float32))
+    (tmp_path / "caption_tokens.pcl").write_bytes(_calls(module, name))
+    with pytest.raises(DataError, match=re.escape("refusing to load %s.%s" % (module, name))):
+        load_dataset(tmp_path)
+    with pytest.raises(UnsafePickleError, match="refusing"):
+        safe_loads(_calls(module, name))       # the plain-data default too
