@@ -27,6 +27,8 @@ import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
 
 import json
 import os
+import zipfile
+import zlib
 from collections import Counter
 
 import numpy as np
@@ -564,7 +566,12 @@ def load_model(model_dir):
     except FileNotFoundError:
         raise ModelFileError("%s is missing (was training interrupted before "
                              "its first epoch ended?)" % path)
-    except (OSError, ValueError) as error:
-        raise ModelFileError("cannot read %s: %s" % (path, error))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile,
+            zlib.error) as error:
+        # a truncated or damaged file: np.load raises zipfile's and zlib's
+        # errors as they come
+        raise ModelFileError("cannot read %s (%s: %s); the file is damaged: "
+                             "copy the model again or retrain it"
+                             % (path, type(error).__name__, error))
     model.set_param_values(values, source=path)
     return model

@@ -104,6 +104,20 @@ def test_describe_with_a_model_whose_vocabulary_does_not_fit(env, trained,
     assert "do not fit this model" in err and "embedding.W has shape" in err
 
 
+def test_describe_refuses_a_damaged_model(env, trained, tmp_path, capsys):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.json").write_bytes((trained / "model.json").read_bytes())
+    params = (trained / "params.npz").read_bytes()
+    (model / "params.npz").write_bytes(params[:len(params) // 2])
+    rc = main(["describe", "--model", str(model), str(env / "images" / "r9.jpg")])
+    assert rc == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0]
+    assert "cannot read %s" % (model / "params.npz") in lines[0]
+    assert "damaged" in lines[0]
+
+
 def test_evaluate_scores_the_listed_images(env, trained, capsys):
     rc = main(["evaluate", "--model", str(trained), "--images", str(env / "images"),
                "--captions", str(env / "Flickr8k.token.txt"),

@@ -173,6 +173,22 @@ def test_load_says_what_does_not_fit(model, tmp_path):
         load_model(tmp_path / "m")
 
 
+@pytest.mark.parametrize("damage", ["truncated", "zeroed", "not a zip"])
+def test_a_damaged_params_file_is_a_model_file_error(model, tmp_path, damage):
+    save_model(model, tmp_path / "m")
+    path = tmp_path / "m" / "params.npz"
+    data = path.read_bytes()
+    if damage == "truncated":
+        data = data[:len(data) // 2]
+    elif damage == "zeroed":     # the members' bytes, not the zip directory
+        data = data[:200] + bytes(len(data) - 400) + data[-200:]
+    else:
+        data = b"just some text"
+    path.write_bytes(data)
+    with pytest.raises(ModelFileError, match="cannot read .*params.npz"):
+        load_model(tmp_path / "m")
+
+
 def test_load_missing_files(tmp_path):
     with pytest.raises(ModelFileError, match="does not exist"):
         load_model(tmp_path / "nope")
