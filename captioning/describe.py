@@ -5,7 +5,6 @@ are still captioned, and the exit code is then 2.
 """
 import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
 
-import os
 import sys
 
 from captioning.cli import UsageError
@@ -24,7 +23,8 @@ def register(subparsers):
                    help="beam width; 1 = greedy (default %(default)s)")
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="photo files (JPEG, PNG, ...)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, encoder=None)
+
 
 
 def load_model_or_fail(model_dir):
@@ -41,46 +41,33 @@ def check_beam(beam):
         raise UsageError("--beam must be >= 1, got %d" % beam)
 
 
-def encode_photos(paths, encode):
-    """Codes of the readable photos; report the others on stderr.
-
-    ``encode(paths) -> (codes, kept, failures)`` as
-    :func:`captioning.data.encode_images` returns them.
-
-    Returns
-    -------
-    codes, kept paths, number of problems
-    """
-    problems = 0
-    existing = []
-    for path in paths:
-        if os.path.isfile(path):
-            existing.append(path)
-        else:
-            print("%s: no such file" % path, file=sys.stderr)
-            problems += 1
-    if not existing:
-        return None, [], problems
-    codes, kept, failures = encode(existing)
+def encode_or_fail(paths, encoder, **options):
+    """:func:`captioning.encode.encode`, each failure printed as
+    ``PATH: reason`` on stderr; an unusable encoder is a UsageError."""
+    from captioning.encode import EncoderError, encode
+    try:
+        codes, kept, failures = encode(paths, encoder, **options)
+    except EncoderError as error:
+        raise UsageError(str(error))
     for path, reason in failures:
-        print("%s: cannot read this image: %s" % (path, reason),
-              file=sys.stderr)
-    return codes, [existing[i] for i in kept], problems + len(failures)
+        print("%s: %s" % (path, reason), file=sys.stderr)
+    return codes, kept, failures
 
 
 def run(args):
-    from captioning.data import encode_images
     from captioning.decode import caption
     check_beam(args.beam)
     model = load_model_or_fail(args.model)
-    codes, kept, problems = encode_photos(
-        args.images,
-        lambda paths: encode_images(paths, progress=False,
-                                    skip_unreadable=True))
+    from captioning.encode import Encoder
+    encoder = args.encoder or Encoder()
+    # photos seen once: not worth a place in the code cache
+    codes, kept, failures = encode_or_fail(args.images, encoder, cache=False,
+                                           progress=False)
     if kept:
-        for path, text in zip(kept, caption(model, codes, beam=args.beam)):
+        paths = [args.images[i] for i in kept]
+        for path, text in zip(paths, caption(model, codes, beam=args.beam)):
             print("%s\t%s" % (path, text))
-    if problems:
+    if failures:
         raise UsageError("%d of %d images could not be captioned (see above)"
-                         % (problems, len(args.images)))
+                         % (len(failures), len(args.images)))
     return 0

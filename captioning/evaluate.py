@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from captioning.cli import UsageError
-from captioning.describe import check_beam, encode_photos, load_model_or_fail
+from captioning.describe import check_beam, encode_or_fail, load_model_or_fail
 
 __all__ = ["register", "run", "read_list"]
 
@@ -43,7 +43,7 @@ def register(subparsers):
                         "TOKENFILE")
     p.add_argument("--beam", type=int, default=1, metavar="K",
                    help="beam width; 1 = greedy (default %(default)s)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, encoder=None)
 
 
 def read_list(path):
@@ -56,7 +56,6 @@ def read_list(path):
 
 
 def run(args):
-    from captioning.codes_cache import cached_codes
     from captioning.data import DataError
     from captioning.decode import caption
     from captioning.flickr8k import read_tokens
@@ -77,6 +76,8 @@ def run(args):
         raise UsageError("no images to evaluate: %s is empty"
                          % (args.list or args.captions))
     model = load_model_or_fail(args.model)
+    from captioning.encode import Encoder
+    encoder = args.encoder or Encoder()
 
     unknown = [n for n in names if n not in references]
     for name in unknown:
@@ -84,13 +85,13 @@ def run(args):
               % (name, args.captions), file=sys.stderr)
     known = [n for n in names if n in references]
     paths = [str(Path(args.images) / n) for n in known]
-    codes, kept, problems = encode_photos(
-        paths, lambda p: cached_codes(p, progress=True))
-    problems += len(unknown)
+    codes, kept, failures = encode_or_fail(paths, encoder, cache=True,
+                                           progress=True)
+    problems = len(failures) + len(unknown)
     if not kept:
         raise UsageError("none of the %d listed images could be captioned"
                          % len(names))
-    kept_names = [Path(p).name for p in kept]
+    kept_names = [known[i] for i in kept]
     found = caption(model, codes, beam=args.beam, progress=True)
     scores = score_captions(found, [references[n] for n in kept_names])
     scores = {k: round(v, 4) for k, v in scores.items()}

@@ -1,24 +1,29 @@
 """`caption train | describe | evaluate` end to end on a tiny fake Flickr8k.
 
-The CNN is replaced by a fake ``captioning.extract`` (codes from the mean
-colour), so the only slow part is compiling one tiny training graph.
+The CNN is a fake encoder (codes from the mean colour) passed to
+``main(argv, encoder=...)``, so the only slow part is compiling one tiny
+training graph.
 """
 import json
 
 import pytest
 
-from _flickr8k_fakes import DEV, TRAIN, install_fake_cnn, make_fake_flickr8k
-from captioning.cli import main
+from _flickr8k_fakes import DEV, TRAIN, fake_encoder, make_fake_flickr8k
+from captioning.cli import main as caption
 
 TINY = ["--embed-size", "8", "--lstm-units", "16", "--batch-size", "8"]
 
 
+def main(argv, encoder=None):
+    """``caption ARGV`` with the fake CNN (or ``encoder``)."""
+    return caption(argv, encoder=encoder or fake_encoder())
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """A fake Flickr8k folder, a fake CNN, a private code cache."""
+    """A fake Flickr8k folder and a private code cache."""
     root = make_fake_flickr8k(tmp_path_factory.mktemp("flickr8k"))
     patch = pytest.MonkeyPatch()
-    install_fake_cnn(patch)
     patch.setenv("CAPTION_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     yield root
     patch.undo()
@@ -31,6 +36,17 @@ def trained(env, tmp_path_factory):
                "--epochs", "2"] + TINY)
     assert rc == 0
     return out
+
+
+def copy_model(trained, folder, edit=None):
+    """A copy of the trained model directory, ``edit(config)`` applied."""
+    folder.mkdir()
+    config = json.loads((trained / "model.json").read_text())
+    if edit:
+        edit(config)
+    (folder / "model.json").write_text(json.dumps(config))
+    (folder / "params.npz").write_bytes((trained / "params.npz").read_bytes())
+    return folder
 
 
 def last_json(text):
@@ -80,7 +96,7 @@ def test_describe_reports_bad_images_and_captions_the_rest(env, trained, capsys)
     captured = capsys.readouterr()
     assert [l.split("\t")[0] for l in captured.out.splitlines()] == [good]
     assert "nope.jpg: no such file" in captured.err
-    assert "broken.jpg: cannot read this image" in captured.err
+    assert "broken.jpg: not an image file" in captured.err
 
 
 def test_describe_without_a_model(env, tmp_path, capsys):
@@ -92,30 +108,30 @@ def test_describe_without_a_model(env, tmp_path, capsys):
 
 def test_describe_with_a_model_whose_vocabulary_does_not_fit(env, trained,
                                                             tmp_path, capsys):
-    broken = tmp_path / "m"
-    broken.mkdir()
-    config = json.loads((trained / "model.json").read_text())
-    config["vocabulary"].append("zebra")
-    (broken / "model.json").write_text(json.dumps(config))
-    (broken / "params.npz").write_bytes((trained / "params.npz").read_bytes())
+    broken = copy_model(trained, tmp_path / "m",
+                        lambda config: config["vocabulary"].append("zebra"))
     rc = main(["describe", "--model", str(broken), str(env / "images" / "r9.jpg")])
     assert rc == 2
     err = capsys.readouterr().err
     assert "do not fit this model" in err and "embedding.W has shape" in err
 
 
+def one_error_line(err):
+    """The one error line of a refused command (nothing else on stderr)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0], err
+    return lines[0]
+
+
 def test_describe_refuses_a_damaged_model(env, trained, tmp_path, capsys):
-    model = tmp_path / "m"
-    model.mkdir()
-    (model / "model.json").write_bytes((trained / "model.json").read_bytes())
-    params = (trained / "params.npz").read_bytes()
+    model = copy_model(trained, tmp_path / "m")
+    params = (model / "params.npz").read_bytes()
     (model / "params.npz").write_bytes(params[:len(params) // 2])
     rc = main(["describe", "--model", str(model), str(env / "images" / "r9.jpg")])
     assert rc == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "error:" in lines[0]
-    assert "cannot read %s" % (model / "params.npz") in lines[0]
-    assert "damaged" in lines[0]
+    error = one_error_line(capsys.readouterr().err)
+    assert "cannot read %s" % (model / "params.npz") in error
+    assert "damaged" in error
 
 
 def test_evaluate_scores_the_listed_images(env, trained, capsys):

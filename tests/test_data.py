@@ -1,5 +1,4 @@
 """Seminar formats: tokenising, splits, load/save, errors, Flickr8k, find_data."""
-import argparse
 import json
 import os
 import pickle
@@ -9,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _data_fakes import fake_codes, install_fake_extract
-from captioning import data, data_cli, flickr8k
+from _data_fakes import fake_codes, fake_encoder
+from captioning import data, flickr8k
+from captioning.cli import main
 from captioning.data import (DataError, Dataset, find_data, load_dataset,
                              make_split, save_dataset, tokenize)
 
@@ -255,16 +255,17 @@ def make_flickr(root, with_lists=True, extra_caption=None, extra_image=None):
     return names
 
 
-def test_flickr8k_build(tmp_path, monkeypatch):
-    calls = install_fake_extract(monkeypatch)
+def test_flickr8k_build(tmp_path):
+    encoder = fake_encoder()
     names = make_flickr(tmp_path / "f8k")
     out = tmp_path / "data"
-    ds = flickr8k.build_flickr8k(tmp_path / "f8k", out, progress=False)
+    ds = flickr8k.build_flickr8k(tmp_path / "f8k", out, progress=False,
+                                 encoder=encoder, batch_size=2)
     assert ds.names == names
     assert list(ds.split) == ["train", "train", "train", "val", "test"]
     assert ds.captions[0] == ["a dogs toy number %d" % j for j in range(5)]
-    assert calls[0][1] == dict(cnn="efficientnet_lite0", batch_size=32,
-                               progress=False)
+    assert encoder.batches == [2, 2, 1]
+    assert ds.meta["encoder"] == encoder.record()
     np.testing.assert_allclose(
         ds.codes[2], fake_codes(tmp_path / "f8k" / "images" / "300_c.jpg"))
     back = load_dataset(out)
@@ -274,8 +275,7 @@ def test_flickr8k_build(tmp_path, monkeypatch):
     assert back.meta["image_dir"] == str(tmp_path / "f8k" / "images")
 
 
-def test_flickr8k_without_lists_gets_seeded_split(tmp_path, monkeypatch):
-    install_fake_extract(monkeypatch)
+def test_flickr8k_without_lists_gets_seeded_split(tmp_path):
     make_flickr(tmp_path / "f8k", with_lists=False)
     a = flickr8k.collect(tmp_path / "f8k")[3]
     assert list(a) == list(flickr8k.collect(tmp_path / "f8k")[3])
@@ -289,29 +289,29 @@ def test_flickr8k_image_without_captions_reported(tmp_path, monkeypatch):
         flickr8k.collect(tmp_path / "f8k")
 
 
-def test_flickr8k_captions_without_image_reported(tmp_path, monkeypatch):
-    install_fake_extract(monkeypatch)
+def test_flickr8k_captions_without_image_reported(tmp_path):
     make_flickr(tmp_path / "f8k", extra_caption="888_y.jpg")
     with pytest.raises(DataError, match="1 captioned images have no file"):
         flickr8k.collect(tmp_path / "f8k")
     names = flickr8k.collect(tmp_path / "f8k", allow_missing_images=True)[0]
     assert "888_y.jpg" not in names and len(names) == 5
     ds = flickr8k.build_flickr8k(tmp_path / "f8k", tmp_path / "d",
-                                 progress=False, allow_missing_images=True)
+                                 progress=False, allow_missing_images=True,
+                                 encoder=fake_encoder())
     assert ds.meta["left_out_captioned_images_without_file"] == 1
 
 
-def test_flickr8k_unreadable_images_never_silently_dropped(tmp_path,
-                                                           monkeypatch):
-    install_fake_extract(monkeypatch, fail=["200_b.jpg"])
+def test_flickr8k_unreadable_images_never_silently_dropped(tmp_path):
+    encoder = fake_encoder(fail=["200_b.jpg"])
     make_flickr(tmp_path / "f8k")
     with pytest.raises(DataError, match="1 of 5 images could not be encoded"
                                         ".*200_b.jpg"):
         flickr8k.build_flickr8k(tmp_path / "f8k", tmp_path / "d",
-                                progress=False)
+                                progress=False, encoder=encoder)
     assert not (tmp_path / "d" / "image_codes.npy").exists()
     ds = flickr8k.build_flickr8k(tmp_path / "f8k", tmp_path / "d",
-                                 progress=False, skip_unreadable=True)
+                                 progress=False, skip_unreadable=True,
+                                 encoder=encoder)
     assert "200_b.jpg" not in ds.names and len(ds) == 4
     assert ds.meta["left_out_unreadable_images"][0].endswith("200_b.jpg")
 
@@ -338,16 +338,6 @@ def test_shared_flickr8k_collects():
     assert all(tokenize(c) == c for caps in captions for c in caps)
 
 
-def _has_extract():
-    try:
-        from captioning.extract import extract_codes  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_extract(),
-                    reason="captioning.extract (the CNN) is not available")
 def test_flickr8k_with_real_cnn(tmp_path):
     make_flickr(tmp_path / "f8k")
     ds = flickr8k.build_flickr8k(tmp_path / "f8k", tmp_path / "d",
@@ -369,16 +359,15 @@ def test_find_data_prefers_what_data_dir_holds(tmp_path):
 
 
 def test_find_data_order(tmp_path, monkeypatch):
-    install_fake_extract(monkeypatch)
     make_flickr(tmp_path / "f8k")
     ds = find_data(data_dir=tmp_path / "d1", flickr8k_dir=tmp_path / "f8k",
-                   progress=False)
+                   progress=False, encoder=fake_encoder())
     assert ds.source == "flickr8k" and len(ds) == 5
 
     from captioning import synthetic
     seen = []
     monkeypatch.setattr(synthetic, "build_synthetic",
-                        lambda d, progress: seen.append(d) or "synthetic!")
+                        lambda d, progress, encoder: seen.append(d) or "synthetic!")
     assert find_data(data_dir=tmp_path / "d2", flickr8k_dir=tmp_path / "no",
                      progress=False) == "synthetic!"
     assert seen == [tmp_path / "d2"]
@@ -447,23 +436,15 @@ def test_flickr8k_env_var_overrides_default(monkeypatch, tmp_path):
 
 # ------------------------------------------------------------ CLI
 
-def run_cli(argv):
-    parser = argparse.ArgumentParser()
-    data_cli.register(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-def test_cli_flickr8k_and_check(tmp_path, monkeypatch, capsys):
-    install_fake_extract(monkeypatch)
+def test_cli_flickr8k_and_check(tmp_path, capsys):
     make_flickr(tmp_path / "f8k")
     out = tmp_path / "out"
-    assert run_cli(["data", "flickr8k", "--flickr8k", str(tmp_path / "f8k"),
-                    "--out", str(out), "--no-progress"]) == 0
+    assert main(["data", "flickr8k", "--flickr8k", str(tmp_path / "f8k"),
+                 "--out", str(out), "--no-progress"], fake_encoder()) == 0
     assert "flickr8k: 5 images (3 train, 1 val, 1 test), 25 captions" in \
         capsys.readouterr().out
-    assert run_cli(["data", "check", "--out", str(out)]) == 0
-    assert run_cli(["data", "check", "--out", str(tmp_path / "x")]) == 2
+    assert main(["data", "check", "--out", str(out)]) == 0
+    assert main(["data", "check", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "caption data synthetic" in err
 
