@@ -21,10 +21,19 @@ def register(subparsers):
                    help="model directory (params.npz + model.json)")
     p.add_argument("--beam", type=int, default=1, metavar="K",
                    help="beam width; 1 = greedy (default %(default)s)")
+    add_cnn_option(p)
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="photo files (JPEG, PNG, ...)")
     p.set_defaults(func=run, encoder=None)
 
+
+def add_cnn_option(p):
+    """``--cnn``: only to check it against the CNN the model records."""
+    from captioning.encode import CNNS
+    p.add_argument("--cnn", choices=CNNS, default=None,
+                   help="the CNN to encode the photos with; default (and the "
+                        "only one accepted): the one the model was trained on, "
+                        "as model.json records it")
 
 
 def load_model_or_fail(model_dir):
@@ -39,6 +48,20 @@ def load_model_or_fail(model_dir):
 def check_beam(beam):
     if beam < 1:
         raise UsageError("--beam must be >= 1, got %d" % beam)
+
+
+def model_encoder(model, cnn=None, given=None, command="describe"):
+    """The encoder whose codes ``model`` was trained on (see
+    :func:`captioning.encode.encoder_for_model`); a mismatch is a UsageError."""
+    from captioning.encode import EncoderError, encoder_for_model
+    try:
+        encoder, note = encoder_for_model(
+            model.encoder_record, model.hyper["cnn_feature_size"], cnn, given)
+    except EncoderError as error:
+        raise UsageError(str(error))
+    if note:
+        print("caption %s: %s" % (command, note), file=sys.stderr)
+    return encoder
 
 
 def encode_or_fail(paths, encoder, **options):
@@ -58,8 +81,7 @@ def run(args):
     from captioning.decode import caption
     check_beam(args.beam)
     model = load_model_or_fail(args.model)
-    from captioning.encode import Encoder
-    encoder = args.encoder or Encoder()
+    encoder = model_encoder(model, args.cnn, args.encoder)
     # photos seen once: not worth a place in the code cache
     codes, kept, failures = encode_or_fail(args.images, encoder, cache=False,
                                            progress=False)

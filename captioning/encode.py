@@ -15,6 +15,10 @@ Unreadable or missing images are never fatal here: :func:`encode` returns
 them as ``(path, reason)`` pairs and the caller decides (``caption data``
 refuses them unless told to skip them, the other commands report and go on).
 
+A model directory records :meth:`Encoder.record`; :func:`encoder_for_model`
+gives the encoder a model needs and refuses one that would feed it other
+codes.
+
 Anything with the attributes and methods used here (``cnn``,
 ``feature_kind``, ``preprocessing``, ``code_size``, ``cache_name``,
 ``record()``, ``load(path)``, ``batch_function(inputs)``) can stand in for an
@@ -34,7 +38,7 @@ from captioning import codes_cache
 from captioning.images import ImageError, load_rgb
 
 __all__ = ["CNNS", "DEFAULT_CNN", "FEATURE_KINDS", "CHUNK", "Encoder",
-           "EncoderError", "encode"]
+           "EncoderError", "encode", "encoder_for_model"]
 
 DEFAULT_CNN = "efficientnet_lite0"
 CNNS = ("efficientnet_lite0", "googlenet")
@@ -356,3 +360,61 @@ def encode(image_paths, encoder=None, cache=True, progress=True, batch_size=32):
     codes = np.array([store[keys[i]] for i in kept], dtype=np.float32)
     return (codes.reshape(len(kept), encoder.code_size), kept,
             [(paths[i], failures[i]) for i in sorted(failures)])
+
+
+# ------------------------------------------------------------------ models
+
+def encoder_for_model(record, code_size, cnn=None, given=None):
+    """The encoder whose codes a model was trained on.
+
+    Parameters
+    ----------
+    record : dict or None
+        The model's encoder record (``model.json``); None for a model made
+        before models recorded it: EfficientNet-Lite0 logits, the only codes
+        ``caption train`` made then.
+    code_size : int
+        The size of code the model takes (``cnn_feature_size``).
+    cnn : str, optional
+        A CNN the user asked for (``--cnn``); it must be the model's.
+    given : Encoder, optional
+        Use this encoder (its record must be the model's).
+
+    Returns
+    -------
+    encoder, note
+        ``note`` is a sentence to show the user when the record was
+        assumed, else None.
+
+    Raises
+    ------
+    EncoderError
+        When the codes would not be those the model was trained on.
+    """
+    note = None
+    if record is None:
+        record = Encoder().record()
+        note = ("the model records no encoder (made before models did); "
+                "assuming %s %s codes, the only ones `caption train` made "
+                "then" % (record["cnn"], record["feature_kind"]))
+    if cnn is not None and cnn != record.get("cnn"):
+        raise EncoderError("the model was trained on %s codes; --cnn %s would "
+                           "feed it other codes (leave --cnn out, or use a "
+                           "model trained on %s codes)"
+                           % (record.get("cnn"), cnn, cnn))
+    if given is None:
+        try:
+            given = Encoder.from_record(record)
+        except EncoderError as error:
+            raise EncoderError("the model was trained on %s, which this "
+                               "version cannot make (%s)"
+                               % (_describe(record), error)) from None
+    encoder = given
+    if encoder.record() != record:
+        raise EncoderError("the model was trained on %s, not %s"
+                           % (_describe(record), _describe(encoder.record())))
+    if encoder.code_size != code_size:
+        raise EncoderError("the model takes codes of %d values but its "
+                           "encoder record says %s"
+                           % (code_size, _describe(record)))
+    return encoder, note

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 from captioning.cli import UsageError
-from captioning.describe import check_beam, encode_or_fail, load_model_or_fail
+from captioning.describe import (add_cnn_option, check_beam, encode_or_fail,
+                                 load_model_or_fail, model_encoder)
 
 __all__ = ["register", "run", "read_list"]
 
@@ -43,6 +44,7 @@ def register(subparsers):
                         "TOKENFILE")
     p.add_argument("--beam", type=int, default=1, metavar="K",
                    help="beam width; 1 = greedy (default %(default)s)")
+    add_cnn_option(p)
     p.set_defaults(func=run, encoder=None)
 
 
@@ -76,8 +78,7 @@ def run(args):
         raise UsageError("no images to evaluate: %s is empty"
                          % (args.list or args.captions))
     model = load_model_or_fail(args.model)
-    from captioning.encode import Encoder
-    encoder = args.encoder or Encoder()
+    encoder = model_encoder(model, args.cnn, args.encoder, "evaluate")
 
     unknown = [n for n in names if n not in references]
     for name in unknown:

@@ -26,7 +26,7 @@ estimate. Writes into ``--out``:
     the selection slice's greedy BLEU-4 (for information only).
 
 The photos' CNN codes are computed once and cached
-(:func:`captioning.encode.encode`).
+(:func:`captioning.encode.encode`); ``model.json`` records which CNN made them.
 """
 import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
 
@@ -81,6 +81,10 @@ def register(subparsers):
                    help="stop after this many epochs in a row without the "
                         "selection loss improving by %g (default "
                         "%%(default)s)" % MIN_DELTA)
+    from captioning.encode import CNNS, DEFAULT_CNN
+    p.add_argument("--cnn", choices=CNNS, default=DEFAULT_CNN,
+                   help="CNN whose codes to train on (default %(default)s); "
+                        "model.json records it")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                    help=argparse.SUPPRESS)  # tuning knob for tests
     p.add_argument("--embed-size", type=int, default=None,
@@ -317,7 +321,7 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     """Train (or resume) and write the model directory; returns the history.
 
     ``encoder`` (a :class:`captioning.encode.Encoder`, default
-    EfficientNet-Lite0 logits) makes the photos' codes.
+    EfficientNet-Lite0 logits) makes the photos' codes; the model records it.
     """
     from tqdm import tqdm
     from captioning.checkpoint import (CheckpointMismatch, check_meta,
@@ -376,6 +380,7 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
                      MORE[reason]), file=sys.stderr)
             return history
     model = CaptionModel(vocab, seed=SEED, **hyper)
+    model.encoder_record = encoder.record()
     if history:
         load_checkpoint(str(state_path), _state_variables(model), meta=meta)
         model.code_mean = np.array(state["code_mean"], "float32")
@@ -472,9 +477,10 @@ def run(args):
     if min(args.minutes, args.epochs, args.batch_size, args.patience) <= 0:
         raise UsageError("--minutes, --epochs, --patience and --batch-size "
                          "must be > 0")
+    from captioning.encode import Encoder
     history = train(args.flickr8k, args.out, args.minutes, args.epochs,
                     args.batch_size, args.embed_size, args.lstm_units,
-                    args.patience, args.encoder)
+                    args.patience, args.encoder or Encoder(args.cnn))
     if history:
         kept = kept_epoch(history)
         print(json.dumps({"model": str(args.out), "epochs": len(history),

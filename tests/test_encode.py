@@ -16,7 +16,7 @@ import pytest
 
 from _encoder_fakes import FakeEncoder
 from captioning import codes_cache, encode as encode_module
-from captioning.encode import Encoder, EncoderError, encode
+from captioning.encode import Encoder, EncoderError, encode, encoder_for_model
 
 
 def digest_code(path):
@@ -209,3 +209,31 @@ def test_records_name_the_cnn_the_feature_kind_and_the_preprocessing():
 def test_the_encoder_of_a_dataset(source, meta, cnn):
     dataset = SimpleNamespace(source=source, meta=meta)
     assert Encoder.for_dataset(dataset).cnn == cnn
+
+
+def test_a_model_gets_the_encoder_it_records():
+    googlenet = Encoder("googlenet").record()
+    encoder, note = encoder_for_model(googlenet, 1000)
+    assert encoder.record() == googlenet and note is None
+    fake = FakeEncoder(digest_code)
+    assert encoder_for_model(fake.record(), 1000, given=fake) == (fake, None)
+
+
+def test_an_old_model_gets_efficientnet_logits_and_a_note():
+    encoder, note = encoder_for_model(None, 1000)
+    assert encoder.record() == Encoder().record()
+    assert "assuming efficientnet_lite0 logits" in note
+
+
+@pytest.mark.parametrize("ask, message", [
+    (dict(cnn="googlenet"), "trained on efficientnet_lite0 codes; --cnn "
+                            "googlenet would feed it other codes"),
+    (dict(given=FakeEncoder(digest_code)), "trained on efficientnet_lite0 "
+                                           "logits .* not fake logits"),
+    (dict(code_size=512), "takes codes of 512 values"),
+])
+def test_a_model_refuses_other_codes(ask, message):
+    options = dict(dict(code_size=1000), **ask)
+    with pytest.raises(EncoderError, match=message):
+        encoder_for_model(Encoder().record(), options.pop("code_size"),
+                          **options)
