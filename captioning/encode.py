@@ -395,7 +395,7 @@ def encoder_for_model(record, code_size, cnn=None, given=None):
     if record is None:
         record = Encoder().record()
         note = ("the model records no encoder (made before models did); "
-                "assuming %s %s codes, the only ones `caption train` made "
+                "assuming %s %s, the only codes `caption train` made "
                 "then" % (record["cnn"], record["feature_kind"]))
     if cnn is not None and cnn != record.get("cnn"):
         raise EncoderError("the model was trained on %s codes; --cnn %s would "
