@@ -36,8 +36,8 @@ def time_batches(fn, batch, batches):
 
 
 def efficientnet_fn():
-    from captioning import efficientnet
-    return efficientnet.pretrained_logits_function()
+    from captioning.encode import Encoder
+    return Encoder("efficientnet_lite0").batch_function
 
 
 def googlenet_fn():

@@ -31,8 +31,8 @@ def _library_input_errors():
     Imported only when such an error may be on its way, to keep start-up
     light.
     """
-    from .extract import ExtractError
-    return (ExtractError,)
+    from .encode import EncoderError
+    return (EncoderError,)
 
 
 def _error_line(args, error):
@@ -56,12 +56,20 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv=None, encoder=None):
+    """Run ``caption ARGV``; returns the exit code.
+
+    ``encoder``: a :class:`captioning.encode.Encoder` (or a stand-in with its
+    interface, as the tests pass) for the commands that encode photos, used
+    instead of the one they would build (a model's record must still match).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if encoder is not None:
+        args.encoder = encoder
     try:
         return args.func(args) or 0
     except UsageError as error:

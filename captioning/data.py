@@ -45,7 +45,7 @@ from .text import NORMALISER, normalise_caption
 
 __all__ = [
     "DataError", "Dataset", "load_dataset", "save_dataset", "validate",
-    "make_split", "seminar_split", "find_data", "encode_images",
+    "make_split", "seminar_split", "find_data", "refuse_unreadable",
     "resolve_data_dir", "default_flickr8k_dir", "has_dataset",
     "SOURCES", "COMMANDS", "finish_seminar", "save_split",
     "check_target", "source_name",
@@ -543,49 +543,6 @@ def finish_seminar(out_dir):
 
 # ------------------------------------------------------------------ encode
 
-def encode_images(image_paths, cnn="efficientnet_lite0", batch_size=32,
-                  progress=True, skip_unreadable=False):
-    """Image codes through ``captioning.extract.extract_codes``.
-
-    Parameters
-    ----------
-    image_paths : list of Path
-    cnn, batch_size, progress
-        Passed on to ``extract_codes``.
-    skip_unreadable : bool
-        Drop images the CNN could not read (reported) instead of failing.
-
-    Returns
-    -------
-    codes : np.ndarray
-        float32, one row per kept image.
-    kept : list of int
-        Indices into ``image_paths`` of the rows of ``codes``.
-    failures : list of (str, str)
-        Path and reason of each unreadable image.
-    """
-    import importlib
-    try:
-        extract = importlib.import_module("captioning.extract")
-    except ImportError as error:
-        raise DataError("image codes need captioning.extract (%s); it is "
-                        "part of the project, check your checkout" % error)
-    paths = [str(p) for p in image_paths]
-    codes, failures = extract.extract_codes(paths, cnn=cnn,
-                                            batch_size=batch_size,
-                                            progress=progress)
-    codes = np.asarray(codes, dtype=np.float32)
-    if len(codes) != len(paths):
-        raise DataError("extract_codes returned %d codes for %d images"
-                        % (len(codes), len(paths)))
-    failed = {str(path): str(reason) for path, reason in failures}
-    kept = [i for i, p in enumerate(paths) if p not in failed]
-    failures = sorted(failed.items())
-    if not skip_unreadable:
-        refuse_unreadable(failures, len(paths))
-    return codes[kept], kept, failures
-
-
 def refuse_unreadable(failures, n_images):
     """DataError naming the images that could not be encoded, if any."""
     if failures:
@@ -599,7 +556,7 @@ def refuse_unreadable(failures, n_images):
 # ------------------------------------------------------------------ choose
 
 def find_data(preferred=None, data_dir="data", flickr8k_dir=None,
-              build=True, progress=True):
+              build=True, progress=True, encoder=None):
     """Load the best available data, making it first if needed.
 
     Order when ``preferred`` is None:
@@ -622,6 +579,9 @@ def find_data(preferred=None, data_dir="data", flickr8k_dir=None,
     build : bool
         If false, only load; raise DataError when nothing is ready.
     progress : bool
+    encoder : captioning.encode.Encoder, optional
+        Encodes the photos of a data set built here (default: EfficientNet-Lite0
+        logits).
 
     Returns
     -------
@@ -662,6 +622,7 @@ def find_data(preferred=None, data_dir="data", flickr8k_dir=None,
     if preferred in (None, "flickr8k"):
         from . import flickr8k
         if preferred == "flickr8k" or flickr8k.is_flickr8k_dir(flickr):
-            return flickr8k.build_flickr8k(flickr, d, progress=progress)
+            return flickr8k.build_flickr8k(flickr, d, progress=progress,
+                                           encoder=encoder)
     from . import synthetic
-    return synthetic.build_synthetic(d, progress=progress)
+    return synthetic.build_synthetic(d, progress=progress, encoder=encoder)

@@ -65,11 +65,14 @@ def register(subparsers):
 
     p = add("check", "load a data directory and summarise it")
     p.set_defaults(func=_check)
+    parser.set_defaults(encoder=None)   # cli.main(..., encoder=) overrides
 
 
 def _cnn_options(p):
-    p.add_argument("--cnn", default="efficientnet_lite0",
-                   help="CNN for the image codes (see `caption extract`)")
+    from .encode import CNNS, DEFAULT_CNN
+    p.add_argument("--cnn", choices=CNNS, default=DEFAULT_CNN,
+                   help="CNN for the image codes (default %(default)s; see "
+                        "`caption extract`)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--force", action="store_true",
                    help="replace another source's data in --out")
@@ -80,9 +83,11 @@ def _run(make, args):
     (one line and exit 2, printed by :func:`captioning.cli.main`)."""
     from .data import DataError
     from .download import DownloadError, UnsafeArchiveError
+    from .encode import EncoderError
     try:
         dataset = make()
-    except (DataError, DownloadError, UnsafeArchiveError) as error:
+    except (DataError, DownloadError, UnsafeArchiveError,
+            EncoderError) as error:
         raise UsageError(str(error)) from None
     _summary(dataset, args.out)
     return 0
@@ -105,12 +110,17 @@ def _seminar(args):
         keep_archive=args.keep_archive, force=args.force), args)
 
 
+def _encoder(args):
+    from .encode import Encoder
+    return args.encoder or Encoder(args.cnn)
+
+
 def _flickr8k(args):
     from .data import default_flickr8k_dir
     from .flickr8k import build_flickr8k
     folder = Path(args.flickr8k) if args.flickr8k else default_flickr8k_dir()
     return _run(lambda: build_flickr8k(
-        folder, args.out, cnn=args.cnn, batch_size=args.batch_size,
+        folder, args.out, encoder=_encoder(args), batch_size=args.batch_size,
         progress=args.progress, skip_unreadable=args.skip_unreadable,
         allow_missing_images=args.allow_missing_images, force=args.force),
         args)
@@ -120,7 +130,8 @@ def _synthetic(args):
     from .synthetic import build_synthetic
     return _run(lambda: build_synthetic(
         args.out, n=args.images, seed=args.seed, size=args.size,
-        cnn=args.cnn, batch_size=args.batch_size, progress=args.progress,
+        encoder=_encoder(args), batch_size=args.batch_size,
+        progress=args.progress,
         force=args.force), args)
 
 

@@ -5,7 +5,6 @@ are still captioned, and the exit code is then 2.
 """
 import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
 
-import os
 import sys
 
 from captioning.cli import UsageError
@@ -22,9 +21,19 @@ def register(subparsers):
                    help="model directory (params.npz + model.json)")
     p.add_argument("--beam", type=int, default=1, metavar="K",
                    help="beam width; 1 = greedy (default %(default)s)")
+    add_cnn_option(p)
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="photo files (JPEG, PNG, ...)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, encoder=None)
+
+
+def add_cnn_option(p):
+    """``--cnn``: only to check it against the CNN the model records."""
+    from captioning.encode import CNNS
+    p.add_argument("--cnn", choices=CNNS, default=None,
+                   help="the CNN to encode the photos with; default (and the "
+                        "only one accepted): the one the model was trained on, "
+                        "as model.json records it")
 
 
 def load_model_or_fail(model_dir):
@@ -41,46 +50,46 @@ def check_beam(beam):
         raise UsageError("--beam must be >= 1, got %d" % beam)
 
 
-def encode_photos(paths, encode):
-    """Codes of the readable photos; report the others on stderr.
+def model_encoder(model, cnn=None, given=None, command="describe"):
+    """The encoder whose codes ``model`` was trained on (see
+    :func:`captioning.encode.encoder_for_model`); a mismatch is a UsageError."""
+    from captioning.encode import EncoderError, encoder_for_model
+    try:
+        encoder, note = encoder_for_model(
+            model.encoder_record, model.hyper["cnn_feature_size"], cnn, given)
+    except EncoderError as error:
+        raise UsageError(str(error))
+    if note:
+        print("caption %s: %s" % (command, note), file=sys.stderr)
+    return encoder
 
-    ``encode(paths) -> (codes, kept, failures)`` as
-    :func:`captioning.data.encode_images` returns them.
 
-    Returns
-    -------
-    codes, kept paths, number of problems
-    """
-    problems = 0
-    existing = []
-    for path in paths:
-        if os.path.isfile(path):
-            existing.append(path)
-        else:
-            print("%s: no such file" % path, file=sys.stderr)
-            problems += 1
-    if not existing:
-        return None, [], problems
-    codes, kept, failures = encode(existing)
+def encode_or_fail(paths, encoder, **options):
+    """:func:`captioning.encode.encode`, each failure printed as
+    ``PATH: reason`` on stderr; an unusable encoder is a UsageError."""
+    from captioning.encode import EncoderError, encode
+    try:
+        codes, kept, failures = encode(paths, encoder, **options)
+    except EncoderError as error:
+        raise UsageError(str(error))
     for path, reason in failures:
-        print("%s: cannot read this image: %s" % (path, reason),
-              file=sys.stderr)
-    return codes, [existing[i] for i in kept], problems + len(failures)
+        print("%s: %s" % (path, reason), file=sys.stderr)
+    return codes, kept, failures
 
 
 def run(args):
-    from captioning.data import encode_images
     from captioning.decode import caption
     check_beam(args.beam)
     model = load_model_or_fail(args.model)
-    codes, kept, problems = encode_photos(
-        args.images,
-        lambda paths: encode_images(paths, progress=False,
-                                    skip_unreadable=True))
+    encoder = model_encoder(model, args.cnn, args.encoder)
+    # photos seen once: not worth a place in the code cache
+    codes, kept, failures = encode_or_fail(args.images, encoder, cache=False,
+                                           progress=False)
     if kept:
-        for path, text in zip(kept, caption(model, codes, beam=args.beam)):
+        paths = [args.images[i] for i in kept]
+        for path, text in zip(paths, caption(model, codes, beam=args.beam)):
             print("%s\t%s" % (path, text))
-    if problems:
+    if failures:
         raise UsageError("%d of %d images could not be captioned (see above)"
-                         % (problems, len(args.images)))
+                         % (len(failures), len(args.images)))
     return 0

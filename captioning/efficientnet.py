@@ -40,8 +40,7 @@ from .pth import load_state_dict
 
 __all__ = ["BLOCKS", "BN_EPS", "INPUT_SIZE", "build_model", "preprocess",
            "load_weights", "default_weights_path", "class_names",
-           "fold_batch_norm", "relu6", "SamePadLayer", "compile_logits",
-           "pretrained_logits_function"]
+           "fold_batch_norm", "relu6", "SamePadLayer", "compile_logits"]
 
 INPUT_SIZE = 224
 BN_EPS = 1e-3
@@ -355,23 +354,11 @@ def class_names():
 
 
 def compile_logits(model, layer="logits"):
-    """Compile ``f(batch float32 NCHW) -> outputs of ``layer`` (deterministic)."""
+    """Compile ``f(batch float32 NCHW) -> outputs of ``layer`` (deterministic).
+
+    The pretrained logits function, compiled once per process, is
+    ``captioning.encode.Encoder().batch_function``.
+    """
     out = lasagne.layers.get_output(model[layer], deterministic=True)
     return theano.function([model["input"].input_var], out,
                            allow_input_downcast=True)
-
-
-_PREDICTORS = {}
-
-
-def pretrained_logits_function(path=None):
-    """``f(batch (N, 3, 224, 224) float32) -> (N, 1000) logits`` with the
-    pretrained weights, compiled once per process and weights file.
-
-    Compiling takes seconds to minutes, so the extractor, the tests and the
-    notebook share this one function instead of compiling their own.
-    """
-    key = os.path.realpath(default_weights_path() if path is None else os.fspath(path))
-    if key not in _PREDICTORS:
-        _PREDICTORS[key] = compile_logits(load_weights(build_model(), key))
-    return _PREDICTORS[key]

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 from captioning.cli import UsageError
-from captioning.describe import check_beam, encode_photos, load_model_or_fail
+from captioning.describe import (add_cnn_option, check_beam, encode_or_fail,
+                                 load_model_or_fail, model_encoder)
 
 __all__ = ["register", "run"]
 
@@ -43,7 +44,8 @@ def register(subparsers):
                         "TOKENFILE")
     p.add_argument("--beam", type=int, default=1, metavar="K",
                    help="beam width; 1 = greedy (default %(default)s)")
-    p.set_defaults(func=run)
+    add_cnn_option(p)
+    p.set_defaults(func=run, encoder=None)
 
 
 def _listed_names(path):
@@ -56,7 +58,6 @@ def _listed_names(path):
 
 
 def run(args):
-    from captioning.codes_cache import cached_codes
     from captioning.data import DataError
     from captioning.decode import caption
     from captioning.flickr8k import read_tokens
@@ -77,6 +78,7 @@ def run(args):
         raise UsageError("no images to evaluate: %s is empty"
                          % (args.list or args.captions))
     model = load_model_or_fail(args.model)
+    encoder = model_encoder(model, args.cnn, args.encoder, "evaluate")
 
     unknown = [n for n in names if n not in references]
     for name in unknown:
@@ -84,13 +86,13 @@ def run(args):
               % (name, args.captions), file=sys.stderr)
     known = [n for n in names if n in references]
     paths = [str(Path(args.images) / n) for n in known]
-    codes, kept, problems = encode_photos(
-        paths, lambda p: cached_codes(p, progress=True))
-    problems += len(unknown)
+    codes, kept, failures = encode_or_fail(paths, encoder, cache=True,
+                                           progress=True)
+    problems = len(failures) + len(unknown)
     if not kept:
         raise UsageError("none of the %d listed images could be captioned"
                          % len(names))
-    kept_names = [Path(p).name for p in kept]
+    kept_names = [known[i] for i in kept]
     found = caption(model, codes, beam=args.beam, progress=True)
     scores = score_captions(found, [references[n] for n in kept_names])
     scores = {k: round(v, 4) for k, v in scores.items()}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .codes_cache import cached_codes
+from .encode import Encoder, encode
 from .data import (DataError, Dataset, _examples, check_target, make_split,
                    load_dataset, refuse_unreadable, save_dataset)
 from .files import is_image_name, read_list
@@ -190,10 +190,13 @@ def collect(folder, allow_missing_images=False):
     return names, [files[n] for n in names], captions, split, report
 
 
-def build_flickr8k(folder, out_dir="data", cnn="efficientnet_lite0",
-                   batch_size=32, progress=True, skip_unreadable=False,
+def build_flickr8k(folder, out_dir="data", encoder=None, batch_size=32,
+                   progress=True, skip_unreadable=False,
                    allow_missing_images=False, force=False):
     """Encode a Flickr8k folder and save it to ``out_dir``.
+
+    ``encoder``: a :class:`captioning.encode.Encoder` (default:
+    EfficientNet-Lite0 logits); ``dataset.json`` records it.
 
     Returns
     -------
@@ -203,16 +206,19 @@ def build_flickr8k(folder, out_dir="data", cnn="efficientnet_lite0",
     check_target(out_dir, "flickr8k", force)
     names, paths, captions, split, report = collect(folder,
                                                     allow_missing_images)
+    encoder = Encoder() if encoder is None else encoder
     # Through the code cache: `caption train` and re-builds reuse the codes,
     # and an interrupted build resumes.
-    codes, kept, failures = cached_codes(paths, cnn, progress, batch_size)
+    codes, kept, failures = encode(paths, encoder, cache=True,
+                                   progress=progress, batch_size=batch_size)
     if not skip_unreadable:
         refuse_unreadable(failures, len(paths))
     if failures:
         report["left_out_unreadable_images"] = [f[0] for f in failures]
         print("left out %d unreadable images (listed in dataset.json)"
               % len(failures))
-    meta = dict(report, cnn=cnn, flickr8k_dir=str(Path(folder).resolve()),
+    meta = dict(report, cnn=encoder.cnn, encoder=encoder.record(),
+                flickr8k_dir=str(Path(folder).resolve()),
                 citation="M. Hodosh, P. Young and J. Hockenmaier (2013), "
                          "Framing Image Description as a Ranking Task: Data, "
                          "Models and Evaluation Metrics, JAIR 47:853-899")

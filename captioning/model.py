@@ -22,13 +22,16 @@ Beside it, :meth:`CaptionModel.compile_step` builds a one-step graph from the
 caption costs one tick per word instead of re-running the whole prefix.
 
 A trained model is a directory: ``params.npz`` (weights, by layer and
-parameter name), ``model.json`` (vocabulary and hyper-parameters) and, from
-training, ``loss.png``. Nothing is pickled.
+parameter name), ``model.json`` (vocabulary, hyper-parameters, the encoder
+that made the image codes it was trained on and the text normaliser of its
+captions) and, from training, ``loss.png``. Nothing is pickled.
 """
 import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
 
 import json
 import os
+import zipfile
+import zlib
 
 import numpy as np
 import theano
@@ -42,7 +45,7 @@ from broadcast import BroadcastLayer, UnbroadcastLayer
 from captioning.files import atomic_write
 from captioning.theano_setup import SPEEDUPS
 # The vocabulary lives with the normaliser; re-exported for older imports.
-from captioning.text import (END, PAD_ix, START, UNK, Vocabulary,
+from captioning.text import (END, NORMALISER, PAD_ix, START, UNK, Vocabulary,
                              caption_tokens)
 
 __all__ = ["PAD_ix", "UNK", "START", "END", "Vocabulary", "CaptionModel",
@@ -50,7 +53,13 @@ __all__ = ["PAD_ix", "UNK", "START", "END", "Vocabulary", "CaptionModel",
 
 PARAMS_FILE = "params.npz"
 CONFIG_FILE = "model.json"
-FORMAT_VERSION = 1
+# 2: model.json records "encoder" and "text_normaliser"; 1 (older) did not,
+# and still loads (its encoder_record is None).
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# The name of the normalisation caption_tokens applies to captions before
+# the vocabulary is built (and the metrics score): recorded in model.json.
+TEXT_NORMALISER = NORMALISER
 
 
 class ModelFileError(Exception):
@@ -97,6 +106,10 @@ class CaptionModel:
     code_mean, code_std : ndarray (cnn_feature_size,) float32
         Standardisation of the image codes (set by training, saved with the
         weights); :meth:`prepare_codes` applies it.
+    encoder_record : dict or None
+        What made the image codes the model is trained on
+        (:meth:`captioning.encode.Encoder.record`); set by training, saved
+        in ``model.json``. None only for models saved before it was recorded.
 
     Functions are compiled lazily, on first use, because a Theano compile
     takes tens of seconds: ``train_step(image_vectors, sentences) -> loss``,
@@ -114,6 +127,7 @@ class CaptionModel:
         n_features = self.hyper["cnn_feature_size"]
         self.code_mean = np.zeros(n_features, "float32")
         self.code_std = np.ones(n_features, "float32")
+        self.encoder_record = None
         global_rng = lasagne.random.get_rng()
         if seed is not None:
             # Lasagne draws initial weights and dropout seeds from here.
@@ -423,11 +437,26 @@ def save_model(model, model_dir, extra=None, weights=True):
         Also write ``params.npz``; False updates only ``model.json`` (whose
         vocabulary and hyper-parameters must then be those of the saved
         weights).
+
+    Raises
+    ------
+    ValueError
+        If ``model.encoder_record`` is not set or gives codes of another
+        size than the model takes: a model must say what it was trained on.
     """
+    record = model.encoder_record
+    if not isinstance(record, dict) or \
+            record.get("code_size") != model.hyper["cnn_feature_size"]:
+        raise ValueError("model.encoder_record must describe codes of %d "
+                         "values (set it to the Encoder.record() of the codes "
+                         "it is trained on); got %r"
+                         % (model.hyper["cnn_feature_size"], record))
     os.makedirs(model_dir, exist_ok=True)
     config = {"format_version": FORMAT_VERSION,
               "hyper_parameters": model.hyper,
-              "vocabulary": model.vocab.words}
+              "vocabulary": model.vocab.words,
+              "encoder": record,
+              "text_normaliser": TEXT_NORMALISER}
     config.update(extra or {})
     if weights:
         with atomic_write(os.path.join(model_dir, PARAMS_FILE)) as f:
@@ -451,10 +480,13 @@ def read_config(model_dir):
     except (OSError, ValueError) as error:
         raise ModelFileError("cannot read %s: %s" % (path, error))
     if not isinstance(config, dict) or \
-            config.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError("%s is not a model file of format %d"
-                             % (path, FORMAT_VERSION))
-    for key in ("hyper_parameters", "vocabulary"):
+            config.get("format_version") not in READABLE_VERSIONS:
+        raise ModelFileError("%s is not a model file of format %s"
+                             % (path, " or ".join(map(str, READABLE_VERSIONS))))
+    needed = ("hyper_parameters", "vocabulary")
+    if config["format_version"] >= 2:
+        needed += ("encoder", "text_normaliser")
+    for key in needed:
         if key not in config:
             raise ModelFileError("%s has no %r" % (path, key))
     return config
@@ -477,6 +509,7 @@ def load_model(model_dir):
     except (TypeError, ValueError) as error:
         raise ModelFileError("%s: %s" % (os.path.join(model_dir, CONFIG_FILE),
                                          error))
+    model.encoder_record = config.get("encoder")
     path = os.path.join(model_dir, PARAMS_FILE)
     try:
         with np.load(path, allow_pickle=False) as saved:
@@ -484,7 +517,12 @@ def load_model(model_dir):
     except FileNotFoundError:
         raise ModelFileError("%s is missing (was training interrupted before "
                              "its first epoch ended?)" % path)
-    except (OSError, ValueError) as error:
-        raise ModelFileError("cannot read %s: %s" % (path, error))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile,
+            zlib.error) as error:
+        # a truncated or damaged file: np.load raises zipfile's and zlib's
+        # errors as they come
+        raise ModelFileError("cannot read %s (%s: %s); the file is damaged: "
+                             "copy the model again or retrain it"
+                             % (path, type(error).__name__, error))
     model.set_param_values(values, source=path)
     return model

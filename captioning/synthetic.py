@@ -13,7 +13,7 @@ Scenes are of three kinds, on a plain, gradient or noisy background:
 ``mix``    k shapes plus one odd one: "three blue stars and a red circle"
 
 The images are rendered with PIL, encoded by the same CNN as real photos
-(:func:`captioning.data.encode_images`) and saved with ``source='synthetic'``,
+(:func:`captioning.encode.encode`) and saved with ``source='synthetic'``,
 names ``synthetic_00001.png`` and a ``NOTICE.txt`` saying they are generated.
 """
 import json
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import (Dataset, check_target, encode_images, load_dataset,
-                   make_split, save_dataset)
+from .encode import Encoder, encode
+from .data import (Dataset, check_target, load_dataset, make_split,
+                   refuse_unreadable, save_dataset)
 from .files import atomic_write
 
 __all__ = ["COLOURS", "SHAPES", "generate_scene", "render_scene", "describe",
@@ -321,9 +322,9 @@ on it as results on real images.
 """
 
 
-def build_synthetic(out_dir="data", n=2000, seed=0, size=224,
-                    cnn="efficientnet_lite0", batch_size=32, progress=True,
-                    force=False, val=0.1, test=0.1):
+def build_synthetic(out_dir="data", n=2000, seed=0, size=224, encoder=None,
+                    batch_size=32, progress=True, force=False, val=0.1,
+                    test=0.1):
     """Generate, encode and save the picture world to ``out_dir``.
 
     Parameters
@@ -335,6 +336,8 @@ def build_synthetic(out_dir="data", n=2000, seed=0, size=224,
         Number of images.
     seed : int
         Determines pictures, captions and split.
+    encoder : captioning.encode.Encoder, optional
+        Default: EfficientNet-Lite0 logits; ``dataset.json`` records it.
     val, test : float or int
         Held-out fractions (or counts) of images.
 
@@ -346,10 +349,16 @@ def build_synthetic(out_dir="data", n=2000, seed=0, size=224,
     check_target(out_dir, "synthetic", force)
     names, paths, captions, scenes = generate(n, seed, out_dir / "images",
                                               size, progress)
-    codes, kept, failures = encode_images(paths, cnn, batch_size, progress)
+    encoder = Encoder() if encoder is None else encoder
+    # Not cached: the pictures are rewritten (new modification times) by
+    # every build, so their codes would never be looked up again.
+    codes, _, failures = encode(paths, encoder, cache=False,
+                                progress=progress, batch_size=batch_size)
+    refuse_unreadable(failures, len(paths))
     split = make_split(n, seed=seed, n_val=val, n_test=test)
     meta = {"generated": True, "seed": seed, "generator_version":
-            GENERATOR_VERSION, "image_size": size, "cnn": cnn,
+            GENERATOR_VERSION, "image_size": size, "cnn": encoder.cnn,
+            "encoder": encoder.record(),
             "images_dir": "images"}
     dataset = Dataset(codes, captions, names, split, "synthetic", meta)
     save_dataset(dataset, out_dir, {"seed": seed, "method":
@@ -359,6 +368,6 @@ def build_synthetic(out_dir="data", n=2000, seed=0, size=224,
         json.dump(dict(zip(names, scenes)), f)
     with atomic_write(out_dir / "NOTICE.txt", "w") as f:
         f.write(NOTICE.format(version=GENERATOR_VERSION, seed=seed, n=n,
-                              size=size, cnn=cnn))
+                              size=size, cnn=encoder.cnn))
     # as a later run loads it (with meta["image_dir"], where the photos are)
     return load_dataset(out_dir)

@@ -26,7 +26,7 @@ estimate. Writes into ``--out``:
     the selection slice's greedy BLEU-4 (for information only).
 
 The photos' CNN codes are computed once and cached
-(:mod:`captioning.codes_cache`).
+(:func:`captioning.encode.encode`); ``model.json`` records which CNN made them.
 """
 import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
 
@@ -53,7 +53,6 @@ LR_FLOOR = 1 / 16        # of the initial learning rate (four halvings)
 SELECTION_IMAGES = 500   # photos held out of the train split (at most 1/10)
 BATCH_SIZE = 64
 MAX_TOKENS = 22          # #START# + 20 words + #END#: longer captions are cut
-CNN = "efficientnet_lite0"
 STATE_FILE = "train_state.npz"
 PLOT_FILE = "loss.png"
 SEED = 0
@@ -82,13 +81,17 @@ def register(subparsers):
                    help="stop after this many epochs in a row without the "
                         "selection loss improving by %g (default "
                         "%%(default)s)" % MIN_DELTA)
+    from captioning.encode import CNNS, DEFAULT_CNN
+    p.add_argument("--cnn", choices=CNNS, default=DEFAULT_CNN,
+                   help="CNN whose codes to train on (default %(default)s); "
+                        "model.json records it")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                    help=argparse.SUPPRESS)  # tuning knob for tests
     p.add_argument("--embed-size", type=int, default=None,
                    help=argparse.SUPPRESS)  # tuning knob for tests
     p.add_argument("--lstm-units", type=int, default=None,
                    help=argparse.SUPPRESS)  # tuning knob for tests
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, encoder=None)
 
 
 def load_flickr8k(folder):
@@ -146,10 +149,14 @@ def fingerprint(names, captions):
         len(pairs), sum(len(c) for _, c in pairs), digest[:16])
 
 
-def encode_split(names, paths, captions):
+def encode_split(names, paths, captions, encoder):
     """Cached CNN codes; drop (and report) photos that cannot be read."""
-    from captioning.codes_cache import cached_codes
-    codes, kept, failures = cached_codes(paths, CNN, progress=True)
+    from captioning.encode import EncoderError, encode
+    try:
+        codes, kept, failures = encode(paths, encoder, cache=True,
+                                       progress=True)
+    except EncoderError as error:
+        raise UsageError(str(error))
     for path, reason in failures:
         print("skipping %s: %s" % (path, reason), file=sys.stderr)
     if not kept:
@@ -297,12 +304,12 @@ def _state_variables(model):
             + [model.learning_rate])
 
 
-def run_settings(hyper, batch_size, vocab, train_data, selection_data):
+def run_settings(hyper, batch_size, vocab, train_data, selection_data, cnn):
     """What the training state depends on: a resume must match all of it.
     (--epochs, --minutes and --patience only say when to stop.)"""
     from captioning.text import NORMALISER
     return dict(hyper, batch_size=batch_size, max_tokens=MAX_TOKENS,
-                seed=SEED, cnn=CNN, min_delta=MIN_DELTA,
+                seed=SEED, cnn=cnn, min_delta=MIN_DELTA,
                 learning_rate_decay=LR_DECAY,
                 learning_rate_floor=hyper["learning_rate"] * LR_FLOOR,
                 normaliser=NORMALISER, vocabulary=vocab.words,
@@ -311,19 +318,25 @@ def run_settings(hyper, batch_size, vocab, train_data, selection_data):
 
 def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
           batch_size=BATCH_SIZE, embed_size=None, lstm_units=None,
-          patience=PATIENCE):
-    """Train (or resume) and write the model directory; returns the history."""
+          patience=PATIENCE, encoder=None):
+    """Train (or resume) and write the model directory; returns the history.
+
+    ``encoder`` (a :class:`captioning.encode.Encoder`, default
+    EfficientNet-Lite0 logits) makes the photos' codes; the model records it.
+    """
     from tqdm import tqdm
     from captioning.checkpoint import (CheckpointMismatch, check_meta,
                                        load_checkpoint, read_checkpoint,
                                        save_checkpoint)
+    from captioning.encode import Encoder
     from captioning.model import DEFAULT_HYPER, CaptionModel, save_model
     from captioning.text import Vocabulary
 
     started = time.time()
+    encoder = Encoder() if encoder is None else encoder
     listed = load_flickr8k(flickr8k_dir)
     held = set(selection_split(listed[0])[1])  # unreadable photos included
-    codes, names, captions = encode_split(*listed)
+    codes, names, captions = encode_split(*listed, encoder)
     is_held = np.array([n in held for n in names], bool)
     if is_held.all() or not is_held.any():
         raise UsageError("no readable photo left to %s"
@@ -336,12 +349,13 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     train_rows, train_tokens = caption_pairs(range(len(train_codes)), train_caps)
     sel_rows, sel_tokens = caption_pairs(range(len(sel_codes)), sel_caps)
 
-    hyper = dict(DEFAULT_HYPER, **{k: v for k, v in (
-        ("embed_size", embed_size), ("lstm_units", lstm_units)) if v is not None})
+    hyper = dict(DEFAULT_HYPER, cnn_feature_size=encoder.code_size, **{
+        k: v for k, v in (("embed_size", embed_size), ("lstm_units", lstm_units))
+        if v is not None})
     vocab = Vocabulary.build(train_tokens)
     meta = run_settings(hyper, batch_size, vocab,
                         fingerprint(train_names, train_caps),
-                        fingerprint(selection_names, sel_caps))
+                        fingerprint(selection_names, sel_caps), encoder.cnn)
     out = Path(out)
     state_path = out / STATE_FILE
     history, spent = [], 0.0
@@ -367,6 +381,7 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
                      MORE[reason]), file=sys.stderr)
             return history
     model = CaptionModel(vocab, seed=SEED, **hyper)
+    model.encoder_record = encoder.record()
     if history:
         load_checkpoint(str(state_path), _state_variables(model), meta=meta)
         model.code_mean = np.array(state["code_mean"], "float32")
@@ -463,9 +478,10 @@ def run(args):
     if min(args.minutes, args.epochs, args.batch_size, args.patience) <= 0:
         raise UsageError("--minutes, --epochs, --patience and --batch-size "
                          "must be > 0")
+    from captioning.encode import Encoder
     history = train(args.flickr8k, args.out, args.minutes, args.epochs,
                     args.batch_size, args.embed_size, args.lstm_units,
-                    args.patience)
+                    args.patience, args.encoder or Encoder(args.cnn))
     if history:
         kept = kept_epoch(history)
         print(json.dumps({"model": str(args.out), "epochs": len(history),

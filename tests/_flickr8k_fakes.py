@@ -2,11 +2,11 @@
 (codes from the mean colour), for the `caption train|describe|evaluate`
 tests: no real photo is ever encoded.
 """
-import sys
-import types
-
 import numpy as np
 from PIL import Image
+
+from _encoder_fakes import FakeEncoder
+from captioning.images import load_rgb
 
 COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20)}
 CAPTIONS = {
@@ -26,22 +26,18 @@ def colour_of(name):
     return {"r": "red", "b": "blue", "g": "green"}[name[0]]
 
 
-def fake_extract_codes(image_paths, cnn="efficientnet_lite0", batch_size=32,
-                       weights=None, progress=True):
-    """Same contract as captioning.extract.extract_codes: N rows (NaN for
-    failures) and a list of (path, reason)."""
-    codes = np.full((len(image_paths), 1000), np.nan, dtype="float32")
-    failures = []
-    for i, path in enumerate(image_paths):
-        try:
-            pixels = np.asarray(Image.open(path).convert("RGB"), "float32")
-        except Exception as error:  # noqa: BLE001 (any unreadable file)
-            failures.append((str(path), "cannot identify image (%s)"
-                             % type(error).__name__))
-            continue
-        mean = pixels.mean(axis=(0, 1)) / 255.0
-        codes[i] = np.tile(mean, 334)[:1000] + 0.01 * np.arange(1000) / 1000
-    return codes, failures
+def colour_code(path):
+    """The fake CNN's code of a photo: its mean colour, tiled, plus a ramp."""
+    pixels = load_rgb(path).astype("float32")
+    mean = pixels.mean(axis=(0, 1)) / 255.0
+    return (np.tile(mean, 334)[:1000]
+            + 0.01 * np.arange(1000) / 1000).astype("float32")
+
+
+def fake_encoder(**options):
+    """A FakeEncoder with :func:`colour_code` (the broken photo fails in
+    ``load_rgb``, as it would with the real CNN)."""
+    return FakeEncoder(colour_code, **options)
 
 
 def make_fake_flickr8k(root):
@@ -58,17 +54,3 @@ def make_fake_flickr8k(root):
     (root / "Flickr_8k.trainImages.txt").write_text("\n".join(TRAIN) + "\n")
     (root / "Flickr_8k.devImages.txt").write_text("\n".join(DEV) + "\n")
     return root
-
-
-def install_fake_cnn(monkeypatch, calls=None):
-    """Replace captioning.extract by fake_extract_codes; the paths of every
-    call are appended to ``calls`` if given."""
-    def extract_codes(image_paths, **kwargs):
-        if calls is not None:
-            calls.extend(str(p) for p in image_paths)
-        return fake_extract_codes(image_paths, **kwargs)
-
-    fake = types.ModuleType("captioning.extract")
-    fake.extract_codes = extract_codes
-    fake.register = lambda subparsers: None
-    monkeypatch.setitem(sys.modules, "captioning.extract", fake)

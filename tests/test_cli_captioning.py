@@ -1,24 +1,30 @@
 """`caption train | describe | evaluate` end to end on a tiny fake Flickr8k.
 
-The CNN is replaced by a fake ``captioning.extract`` (codes from the mean
-colour), so the only slow part is compiling one tiny training graph.
+The CNN is a fake encoder (codes from the mean colour) passed to
+``main(argv, encoder=...)``, so the only slow part is compiling one tiny
+training graph.
 """
 import json
 
 import pytest
 
-from _flickr8k_fakes import DEV, TRAIN, install_fake_cnn, make_fake_flickr8k
-from captioning.cli import main
+from _flickr8k_fakes import DEV, TRAIN, fake_encoder, make_fake_flickr8k
+from captioning.cli import main as caption
+from captioning.encode import Encoder
 
 TINY = ["--embed-size", "8", "--lstm-units", "16", "--batch-size", "8"]
 
 
+def main(argv, encoder=None):
+    """``caption ARGV`` with the fake CNN (or ``encoder``)."""
+    return caption(argv, encoder=encoder or fake_encoder())
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """A fake Flickr8k folder, a fake CNN, a private code cache."""
+    """A fake Flickr8k folder and a private code cache."""
     root = make_fake_flickr8k(tmp_path_factory.mktemp("flickr8k"))
     patch = pytest.MonkeyPatch()
-    install_fake_cnn(patch)
     patch.setenv("CAPTION_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     yield root
     patch.undo()
@@ -31,6 +37,17 @@ def trained(env, tmp_path_factory):
                "--epochs", "2"] + TINY)
     assert rc == 0
     return out
+
+
+def copy_model(trained, folder, edit=None):
+    """A copy of the trained model directory, ``edit(config)`` applied."""
+    folder.mkdir()
+    config = json.loads((trained / "model.json").read_text())
+    if edit:
+        edit(config)
+    (folder / "model.json").write_text(json.dumps(config))
+    (folder / "params.npz").write_bytes((trained / "params.npz").read_bytes())
+    return folder
 
 
 def last_json(text):
@@ -46,6 +63,11 @@ def test_train_writes_a_model_directory(trained):
     history = config["training"]["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     assert (trained / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert config["format_version"] == 2
+    assert config["encoder"] == {"cnn": "fake", "feature_kind": "logits",
+                                 "preprocessing": "fake-fake",
+                                 "code_size": 1000}
+    assert config["text_normaliser"] == "coco-ptb"
 
 
 def test_train_resumes_from_the_last_epoch(env, trained, capsys):
@@ -80,7 +102,7 @@ def test_describe_reports_bad_images_and_captions_the_rest(env, trained, capsys)
     captured = capsys.readouterr()
     assert [l.split("\t")[0] for l in captured.out.splitlines()] == [good]
     assert "nope.jpg: no such file" in captured.err
-    assert "broken.jpg: cannot read this image" in captured.err
+    assert "broken.jpg: not an image file" in captured.err
 
 
 def test_describe_without_a_model(env, tmp_path, capsys):
@@ -92,16 +114,92 @@ def test_describe_without_a_model(env, tmp_path, capsys):
 
 def test_describe_with_a_model_whose_vocabulary_does_not_fit(env, trained,
                                                             tmp_path, capsys):
-    broken = tmp_path / "m"
-    broken.mkdir()
-    config = json.loads((trained / "model.json").read_text())
-    config["vocabulary"].append("zebra")
-    (broken / "model.json").write_text(json.dumps(config))
-    (broken / "params.npz").write_bytes((trained / "params.npz").read_bytes())
+    broken = copy_model(trained, tmp_path / "m",
+                        lambda config: config["vocabulary"].append("zebra"))
     rc = main(["describe", "--model", str(broken), str(env / "images" / "r9.jpg")])
     assert rc == 2
     err = capsys.readouterr().err
     assert "do not fit this model" in err and "embedding.W has shape" in err
+
+
+def one_error_line(err):
+    """The one error line of a refused command (nothing else on stderr)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0], err
+    return lines[0]
+
+
+def test_describe_refuses_a_damaged_model(env, trained, tmp_path, capsys):
+    model = copy_model(trained, tmp_path / "m")
+    params = (model / "params.npz").read_bytes()
+    (model / "params.npz").write_bytes(params[:len(params) // 2])
+    rc = main(["describe", "--model", str(model), str(env / "images" / "r9.jpg")])
+    assert rc == 2
+    error = one_error_line(capsys.readouterr().err)
+    assert "cannot read %s" % (model / "params.npz") in error
+    assert "damaged" in error
+
+
+def test_describe_refuses_codes_of_another_cnn(env, trained, capsys):
+    # the model was trained on the fake CNN's codes: the real encoders
+    # cannot make them, and EfficientNet-Lite0 logits are other codes
+    image = str(env / "images" / "r9.jpg")
+    rc = caption(["describe", "--model", str(trained), image])
+    assert rc == 2
+    error = one_error_line(capsys.readouterr().err)
+    assert "trained on fake logits" in error
+    assert "which this version cannot make (unknown CNN 'fake'" in error
+    rc = caption(["describe", "--model", str(trained), image], encoder=Encoder())
+    assert rc == 2
+    error = one_error_line(capsys.readouterr().err)
+    assert "trained on fake logits" in error
+    assert "not efficientnet_lite0 logits" in error
+    rc = main(["describe", "--model", str(trained), "--cnn", "googlenet", image])
+    assert rc == 2
+    error = one_error_line(capsys.readouterr().err)
+    assert "trained on fake codes; --cnn googlenet would feed it other " \
+           "codes" in error
+
+
+def test_describe_refuses_codes_of_another_size(env, trained, tmp_path, capsys):
+    def other_size(config):
+        config["encoder"]["code_size"] = 1280
+    model = copy_model(trained, tmp_path / "m", other_size)
+    rc = main(["describe", "--model", str(model), str(env / "images" / "r9.jpg")])
+    assert rc == 2
+    error = one_error_line(capsys.readouterr().err)
+    assert "trained on fake logits (preprocessing fake-fake, 1280 values)" \
+           in error
+
+
+def test_an_old_model_directory_still_loads_as_efficientnet_logits(
+        env, trained, tmp_path, capsys):
+    def as_version_1(config):
+        config["format_version"] = 1
+        del config["encoder"], config["text_normaliser"]
+    model = copy_model(trained, tmp_path / "m", as_version_1)
+    image = str(env / "images" / "r9.jpg")
+    # an encoder that says it makes EfficientNet-Lite0 logits (the real one
+    # would need the CNN compiled) is accepted, with one line saying so
+    default = fake_encoder(record=Encoder().record())
+    assert main(["describe", "--model", str(model), image], default) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(image + "\t")
+    note, = captured.err.strip().splitlines()
+    assert "records no encoder" in note
+    assert "assuming efficientnet_lite0 logits" in note
+    # the fake CNN's own record is not what an old model assumes
+    assert main(["describe", "--model", str(model), image]) == 2
+    assert "trained on efficientnet_lite0 logits" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_codes_of_another_cnn(env, trained, capsys):
+    rc = main(["evaluate", "--model", str(trained), "--images", str(env / "images"),
+               "--captions", str(env / "Flickr8k.token.txt"), "--cnn",
+               "efficientnet_lite0"])
+    assert rc == 2
+    assert "--cnn efficientnet_lite0 would feed it other codes" in \
+        one_error_line(capsys.readouterr().err)
 
 
 def test_evaluate_scores_the_listed_images(env, trained, capsys):

@@ -1,5 +1,4 @@
 """Seminar formats: splits, load/save, errors, Flickr8k, find_data."""
-import argparse
 import json
 import os
 import pickle
@@ -10,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _data_fakes import fake_codes, install_fake_extract
-from captioning import data, data_cli, flickr8k
-from captioning.cli import UsageError
+from _data_fakes import fake_codes, fake_encoder
+from captioning import data, flickr8k
+from captioning.cli import main
 from captioning.data import (DataError, Dataset, find_data, load_dataset,
                              make_split, save_dataset)
 from captioning.text import NORMALISER, normalise_caption
@@ -233,16 +232,17 @@ def make_flickr(root, with_lists=True, extra_caption=None, extra_image=None):
     return names
 
 
-def test_flickr8k_build(tmp_path, monkeypatch):
-    calls = install_fake_extract(monkeypatch)
+def test_flickr8k_build(tmp_path):
+    encoder = fake_encoder()
     names = make_flickr(tmp_path / "f8k")
     out = tmp_path / "data"
-    ds = flickr8k.build_flickr8k(tmp_path / "f8k", out, progress=False)
+    ds = flickr8k.build_flickr8k(tmp_path / "f8k", out, progress=False,
+                                 encoder=encoder, batch_size=2)
     assert ds.names == names
     assert list(ds.split) == ["train", "train", "train", "val", "test"]
     assert ds.captions[0] == ["a dog 's toy number %d" % j for j in range(5)]
-    assert calls[0][1] == dict(cnn="efficientnet_lite0", batch_size=32,
-                               progress=False)
+    assert encoder.batches == [2, 2, 1]
+    assert ds.meta["encoder"] == encoder.record()
     np.testing.assert_allclose(
         ds.codes[2], fake_codes(tmp_path / "f8k" / "images" / "300_c.jpg"))
     back = load_dataset(out)
@@ -262,11 +262,12 @@ def make_old_version(out, captions):
 
 
 def test_flickr8k_data_of_an_older_normaliser_is_refused_or_rebuilt(
-        tmp_path, monkeypatch, capsys):
-    calls = install_fake_extract(monkeypatch)
+        tmp_path, capsys):
+    encoder = fake_encoder()
     make_flickr(tmp_path / "f8k")
     out = tmp_path / "data"
-    flickr8k.build_flickr8k(tmp_path / "f8k", out, progress=False)
+    flickr8k.build_flickr8k(tmp_path / "f8k", out, progress=False,
+                           encoder=encoder)
     assert json.loads((out / "dataset.json").read_text())["normaliser"] \
         == NORMALISER
     # the old tokeniser wrote "horse 's" as "horses": it cannot be undone
@@ -278,16 +279,17 @@ def test_flickr8k_data_of_an_older_normaliser_is_refused_or_rebuilt(
     with pytest.raises(DataError, match="older version"):
         find_data(data_dir=out, build=False)
     # `caption data check` refuses it in one line (cli.main prints it, exit 2)
-    with pytest.raises(UsageError, match="older version.*" + re.escape(command)) as error:
-        run_cli(["data", "check", "--out", str(out)])
-    assert "\n" not in str(error.value)
+    capsys.readouterr()
+    assert main(["data", "check", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and command in err
     # the notebook's find_data rebuilds it, with the codes from the cache
-    encoded = len(calls)
-    ds = find_data(data_dir=out, progress=False)
+    encoded = len(encoder.loaded)
+    ds = find_data(data_dir=out, progress=False, encoder=encoder)
     assert "rebuilding" in capsys.readouterr().out
     assert ds.captions[0] == ["a dog 's toy number %d" % j for j in range(5)]
     assert load_dataset(out).captions == ds.captions
-    assert len(calls) == encoded
+    assert len(encoder.loaded) == encoded
 
 
 def test_synthetic_data_of_an_older_version_still_loads(tmp_path):
@@ -297,8 +299,7 @@ def test_synthetic_data_of_an_older_version_still_loads(tmp_path):
     assert load_dataset(tmp_path).captions == toy().captions
 
 
-def test_flickr8k_without_lists_gets_seeded_split(tmp_path, monkeypatch):
-    install_fake_extract(monkeypatch)
+def test_flickr8k_without_lists_gets_seeded_split(tmp_path):
     make_flickr(tmp_path / "f8k", with_lists=False)
     a = flickr8k.collect(tmp_path / "f8k")[3]
     assert list(a) == list(flickr8k.collect(tmp_path / "f8k")[3])
@@ -341,29 +342,29 @@ def test_flickr8k_split_list_not_utf8_is_a_data_error(tmp_path):
         flickr8k.read_split_lists(tmp_path / "f8k")
 
 
-def test_flickr8k_captions_without_image_reported(tmp_path, monkeypatch):
-    install_fake_extract(monkeypatch)
+def test_flickr8k_captions_without_image_reported(tmp_path):
     make_flickr(tmp_path / "f8k", extra_caption="888_y.jpg")
     with pytest.raises(DataError, match="1 captioned images have no file"):
         flickr8k.collect(tmp_path / "f8k")
     names = flickr8k.collect(tmp_path / "f8k", allow_missing_images=True)[0]
     assert "888_y.jpg" not in names and len(names) == 5
     ds = flickr8k.build_flickr8k(tmp_path / "f8k", tmp_path / "d",
-                                 progress=False, allow_missing_images=True)
+                                 progress=False, allow_missing_images=True,
+                                 encoder=fake_encoder())
     assert ds.meta["left_out_captioned_images_without_file"] == 1
 
 
-def test_flickr8k_unreadable_images_never_silently_dropped(tmp_path,
-                                                           monkeypatch):
-    install_fake_extract(monkeypatch, fail=["200_b.jpg"])
+def test_flickr8k_unreadable_images_never_silently_dropped(tmp_path):
+    encoder = fake_encoder(fail=["200_b.jpg"])
     make_flickr(tmp_path / "f8k")
     with pytest.raises(DataError, match="1 of 5 images could not be encoded"
                                         ".*200_b.jpg"):
         flickr8k.build_flickr8k(tmp_path / "f8k", tmp_path / "d",
-                                progress=False)
+                                progress=False, encoder=encoder)
     assert not (tmp_path / "d" / "image_codes.npy").exists()
     ds = flickr8k.build_flickr8k(tmp_path / "f8k", tmp_path / "d",
-                                 progress=False, skip_unreadable=True)
+                                 progress=False, skip_unreadable=True,
+                                 encoder=encoder)
     assert "200_b.jpg" not in ds.names and len(ds) == 4
     assert ds.meta["left_out_unreadable_images"][0].endswith("200_b.jpg")
 
@@ -390,16 +391,6 @@ def test_shared_flickr8k_collects():
     assert all(normalise_caption(c) == c for caps in captions for c in caps)
 
 
-def _has_extract():
-    try:
-        from captioning.extract import extract_codes  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_extract(),
-                    reason="captioning.extract (the CNN) is not available")
 def test_flickr8k_with_real_cnn(tmp_path):
     make_flickr(tmp_path / "f8k")
     ds = flickr8k.build_flickr8k(tmp_path / "f8k", tmp_path / "d",
@@ -421,10 +412,9 @@ def test_find_data_prefers_what_data_dir_holds(tmp_path):
 
 
 def test_find_data_order(tmp_path, monkeypatch):
-    install_fake_extract(monkeypatch)
     make_flickr(tmp_path / "f8k")
     ds = find_data(data_dir=tmp_path / "d1", flickr8k_dir=tmp_path / "f8k",
-                   progress=False)
+                   progress=False, encoder=fake_encoder())
     assert ds.source == "flickr8k" and len(ds) == 5
     # built or loaded, the data set says where its photos are (the notebook
     # shows held-out photos from there)
@@ -434,7 +424,7 @@ def test_find_data_order(tmp_path, monkeypatch):
     from captioning import synthetic
     seen = []
     monkeypatch.setattr(synthetic, "build_synthetic",
-                        lambda d, progress: seen.append(d) or "synthetic!")
+                        lambda d, progress, encoder: seen.append(d) or "synthetic!")
     assert find_data(data_dir=tmp_path / "d2", flickr8k_dir=tmp_path / "no",
                      progress=False) == "synthetic!"
     assert seen == [tmp_path / "d2"]
@@ -494,7 +484,7 @@ def test_data_dir_written_as_coco_seminar_still_loads(tmp_path):
 
 
 def test_cli_library_error_is_one_line_naming_the_command(tmp_path, capsys):
-    # An encoder error (captioning.extract.ExtractError, raised below the
+    # An encoder error (captioning.encode.EncoderError, raised below the
     # command layer) reaches cli.main, which prints it as one line, exit 2.
     from captioning.cli import main
     make_flickr(tmp_path / "f8k")
@@ -516,27 +506,15 @@ def test_flickr8k_env_var_overrides_default(monkeypatch, tmp_path):
 
 # ------------------------------------------------------------ CLI
 
-def run_cli(argv):
-    # data_cli alone: cli.main would import the real captioning.extract,
-    # which install_fake_extract replaces in sys.modules.
-    parser = argparse.ArgumentParser()
-    data_cli.register(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-def test_cli_flickr8k_and_check(tmp_path, monkeypatch, capsys):
-    install_fake_extract(monkeypatch)
+def test_cli_flickr8k_and_check(tmp_path, capsys):
     make_flickr(tmp_path / "f8k")
     out = tmp_path / "out"
-    assert run_cli(["data", "flickr8k", "--flickr8k", str(tmp_path / "f8k"),
-                    "--out", str(out), "--no-progress"]) == 0
+    assert main(["data", "flickr8k", "--flickr8k", str(tmp_path / "f8k"),
+                 "--out", str(out), "--no-progress"], fake_encoder()) == 0
     assert "flickr8k: 5 images (3 train, 1 val, 1 test), 25 captions" in \
         capsys.readouterr().out
-    assert run_cli(["data", "check", "--out", str(out)]) == 0
-    # A data error is raised for cli.main to print (one line, exit 2), not
-    # printed here.
-    with pytest.raises(UsageError, match="caption data synthetic") as error:
-        run_cli(["data", "check", "--out", str(tmp_path / "x")])
-    assert "\n" not in str(error.value)
-    assert capsys.readouterr().err == ""
+    assert main(["data", "check", "--out", str(out)]) == 0
+    assert main(["data", "check", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "caption data synthetic" in err
+

@@ -1,7 +1,7 @@
 """EfficientNet-Lite0 port: reference logits, sample photos, pieces.
 
-The pretrained function is compiled once per session
-(``pretrained_logits_function`` caches it per process).
+The pretrained function is compiled once per process
+(``captioning.encode.Encoder().batch_function``).
 """
 import os
 from pathlib import Path
@@ -24,7 +24,8 @@ def flickr8k_dir():
 
 @pytest.fixture(scope="module")
 def logits_fn():
-    return E.pretrained_logits_function()
+    from captioning.encode import Encoder
+    return Encoder("efficientnet_lite0").batch_function
 
 
 def _softmax(x):

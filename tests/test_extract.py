@@ -1,7 +1,8 @@
-"""`caption extract` and extract_codes on a small folder with a corrupt file.
+"""`caption extract` and the real encoder on a small folder with a corrupt file.
 
-Uses the real EfficientNet-Lite0 (compiled once per session, shared with
-test_efficientnet through ``pretrained_logits_function``).
+Uses the real EfficientNet-Lite0 (compiled once per process by
+``captioning.encode.Encoder``, shared with test_efficientnet). Codes go
+through the code cache (conftest.py gives each test an empty one).
 """
 import numpy as np
 import pytest
@@ -9,8 +10,9 @@ from PIL import Image
 
 import captioning  # noqa: F401  (Theano flags first)
 from captioning import efficientnet as E
-from captioning import extract
+from captioning import encode as encode_module
 from captioning.cli import main
+from captioning.encode import Encoder, encode
 from captioning.images import load_rgb
 
 GOOD = ["a_coffee.png", "b_chelsea.jpg", "c_camera.png", "d_rocket.jpg",
@@ -33,25 +35,26 @@ def image_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def direct_codes(image_dir):
     """Logits of each good image, one at a time, straight from the model."""
-    fn = E.pretrained_logits_function()
+    fn = Encoder().batch_function
     return {name: fn(E.preprocess(load_rgb(image_dir / name)))[0] for name in GOOD}
 
 
-class CountingCnn:
-    """Wraps the real CNN: counts logits calls, can fail on the n-th."""
+class CountingEncoder:
+    """The real encoder, counting its CNN calls; can fail on the n-th."""
 
     def __init__(self, fail_on_call=None):
-        self.real = extract.get_cnn("efficientnet_lite0")
-        self.name, self.weights = self.real.name, self.real.weights
-        self.preprocess = self.real.preprocess
+        self.real = Encoder()
+        for name in ("cnn", "feature_kind", "preprocessing", "code_size",
+                     "cache_name", "record", "load"):
+            setattr(self, name, getattr(self.real, name))
         self.calls, self.rows, self.fail_on_call = 0, 0, fail_on_call
 
-    def logits(self, batch):
+    def batch_function(self, batch):
         self.calls += 1
         if self.calls == self.fail_on_call:
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C
         self.rows += len(batch)
-        return self.real.logits(batch)
+        return self.real.batch_function(batch)
 
 
 def _check_output(out, image_dir, direct_codes):
@@ -74,24 +77,23 @@ def test_cli_extract(image_dir, direct_codes, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "1 of 6 images could not be read" in err and BAD in err
     _check_output(out, image_dir, direct_codes)
-    assert not (tmp_path / "codes.npy.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "codes.names.txt", "codes.npy"]                 # no temporary files
 
 
 def test_interrupted_run_resumes_without_recomputing(image_dir, direct_codes,
                                                      tmp_path, monkeypatch):
+    monkeypatch.setattr(encode_module, "CHUNK", 2)   # cache saved every 2
     out = tmp_path / "codes.npy"
     argv = ["extract", "--images", str(image_dir), "--out", str(out),
             "--batch-size", "2", "--no-progress"]
-    first = CountingCnn(fail_on_call=2)
-    monkeypatch.setattr(extract, "get_cnn", lambda cnn, weights=None: first)
-    assert main(argv) == 130           # interrupted in the second batch
+    first = CountingEncoder(fail_on_call=2)
+    assert main(argv, encoder=first) == 130     # interrupted in the 2nd chunk
     assert not out.exists()
-    assert len(list((tmp_path / "codes.npy.partial").glob("rows-*.npz"))) == 1
 
-    second = CountingCnn()
-    monkeypatch.setattr(extract, "get_cnn", lambda cnn, weights=None: second)
-    assert main(argv) == 2
-    # 6 images in batches of 2: the first batch was kept, two remain; the
+    second = CountingEncoder()
+    assert main(argv, encoder=second) == 2
+    # 6 images in chunks of 2: the first chunk was kept, two remain; the
     # corrupt image never reaches the CNN.
     assert second.calls == 2 and second.rows == 3
     _check_output(out, image_dir, direct_codes)
@@ -113,19 +115,19 @@ def test_list_order_and_missing_file(image_dir, direct_codes, tmp_path, capsys):
     assert np.isnan(codes[2]).all()
 
 
-def test_extract_codes_function(image_dir, direct_codes):
+def test_encode_with_the_real_cnn(image_dir, direct_codes):
     paths = [image_dir / name for name in GOOD[:2]] + [image_dir / BAD]
-    codes, failures = extract.extract_codes(paths, batch_size=2, progress=False)
-    assert codes.shape == (3, 1000) and codes.dtype == np.float32
+    codes, kept, failures = encode(paths, Encoder(), cache=False,
+                                   batch_size=2, progress=False)
+    assert codes.shape == (2, 1000) and codes.dtype == np.float32
+    assert kept == [0, 1]
     np.testing.assert_allclose(codes[1], direct_codes[GOOD[1]], atol=1e-4)
-    assert np.isnan(codes[2]).all()
     assert len(failures) == 1 and failures[0][0] == str(image_dir / BAD)
+    assert "corrupt or truncated" in failures[0][1]     # from load_rgb
 
 
-def test_batch_ranges():
-    assert extract._batch_ranges([0, 1, 2, 3, 4], 2) == [(0, 2), (2, 4), (4, 5)]
-    assert extract._batch_ranges([2, 3, 6, 7, 8], 4) == [(2, 4), (6, 9)]
-    assert extract._batch_ranges([], 4) == []
+def test_the_cnn_is_compiled_once_per_process(direct_codes):
+    assert Encoder().batch_function is Encoder("efficientnet_lite0").batch_function
 
 
 def test_googlenet_without_weights_says_where_to_get_them(image_dir, tmp_path, capsys):
@@ -153,37 +155,33 @@ def test_usage_errors(tmp_path, capsys):
         tmp_path / "list.txt") in capsys.readouterr().err
 
 
-def test_library_raises_its_own_error_not_the_command_layers(tmp_path):
-    # extract is library code: its bad-input error is ExtractError (which
+def test_library_raises_its_own_error_not_the_command_layers():
+    # the encoder is library code: its bad-input error is EncoderError (which
     # cli.main prints as one line), not captioning.cli.UsageError.
-    with pytest.raises(extract.ExtractError, match="not a directory"):
-        extract.list_images(tmp_path / "nope")
-    with pytest.raises(extract.ExtractError, match="unknown CNN 'vgg'"):
-        extract.get_cnn("vgg")
+    from captioning.cli import UsageError
+    from captioning.encode import Encoder, EncoderError
+    with pytest.raises(EncoderError, match="unknown CNN 'vgg'") as error:
+        Encoder("vgg")
+    assert not isinstance(error.value, UsageError)
 
 
-def test_a_finished_run_is_not_redone_unless_something_changed(
-        image_dir, direct_codes, tmp_path, monkeypatch, capsys):
+def test_a_rerun_encodes_only_what_changed(image_dir, direct_codes, tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
     for name in GOOD[:3]:
         (folder / name).write_bytes((image_dir / name).read_bytes())
     out = tmp_path / "codes.npy"
     argv = ["extract", "--images", str(folder), "--out", str(out), "--no-progress"]
-    cnn = CountingCnn()
-    monkeypatch.setattr(extract, "get_cnn", lambda cnn_name, weights=None: cnn)
-    assert main(argv) == 0 and cnn.rows == 3
-    assert (tmp_path / "codes.run.json").is_file()
-    capsys.readouterr()
-
-    assert main(argv) == 0 and cnn.rows == 3          # nothing recomputed
-    assert "nothing to do" in capsys.readouterr().err
-    assert main(argv + ["--force"]) == 0 and cnn.rows == 6
-
-    (folder / GOOD[0]).write_bytes((image_dir / GOOD[3]).read_bytes())  # changed
-    assert main(argv) == 0 and cnn.rows == 9
-    codes = np.load(out)
-    np.testing.assert_allclose(codes[0], direct_codes[GOOD[3]], atol=1e-4)
+    cnn = CountingEncoder()
+    assert main(argv, encoder=cnn) == 0 and cnn.rows == 3
+    first = np.load(out)
 
     np.save(out, np.zeros((3, 1000), np.float32))      # output replaced
-    assert main(argv) == 0 and cnn.rows == 12
+    assert main(argv, encoder=cnn) == 0 and cnn.rows == 3   # from the cache
+    np.testing.assert_array_equal(np.load(out), first)
+
+    (folder / GOOD[0]).write_bytes((image_dir / GOOD[3]).read_bytes())  # changed
+    assert main(argv, encoder=cnn) == 0 and cnn.rows == 4
+    codes = np.load(out)
+    np.testing.assert_allclose(codes[0], direct_codes[GOOD[3]], atol=1e-4)
+    np.testing.assert_array_equal(codes[1:], first[1:])

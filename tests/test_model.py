@@ -13,9 +13,16 @@ from captioning.model import (END, PAD_ix, START, CaptionModel,
                               save_model)
 
 
+# what made the (fake) image codes of the tiny model: 12 values each
+RECORD = {"cnn": "fake", "feature_kind": "logits", "preprocessing": "none",
+          "code_size": 12}
+
+
 @pytest.fixture(scope="module")
 def model():
-    return tiny_model()
+    model = tiny_model()
+    model.encoder_record = RECORD
+    return model
 
 
 def sentences(vocab, *captions):
@@ -116,9 +123,12 @@ def test_save_and_load_round_trip(model, tmp_path):
         "model.json", "params.npz"]
     config = json.loads((tmp_path / "m" / "model.json").read_text())
     assert config["vocabulary"] == WORDS and config["note"] == "x"
+    assert config["encoder"] == RECORD and config["format_version"] == 2
+    assert config["text_normaliser"] == "coco-ptb"
     with np.load(tmp_path / "m" / "params.npz", allow_pickle=False) as saved:
         assert "decoder.W_in_to_cell" in saved.files
     loaded = load_model(tmp_path / "m")
+    assert loaded.encoder_record == RECORD
     codes = fake_codes(2)
     matrix = sentences(model.vocab, "w0 w1", "w2")
     np.testing.assert_allclose(loaded.get_probs(loaded.prepare_codes(codes), matrix),
@@ -141,6 +151,48 @@ def test_load_says_what_does_not_fit(model, tmp_path):
     config["hyper_parameters"]["lstm_units"] = 32
     config_path.write_text(json.dumps(config))
     with pytest.raises(ModelFileError, match="decoder.W_hid_to_cell has shape"):
+        load_model(tmp_path / "m")
+
+
+def test_a_model_is_not_saved_without_saying_what_it_was_trained_on(tmp_path):
+    model = CaptionModel(Vocabulary(WORDS), embed_size=8, lstm_units=16,
+                         cnn_feature_size=12)
+    with pytest.raises(ValueError, match="encoder_record must describe codes "
+                                         "of 12 values"):
+        save_model(model, tmp_path / "m")
+    model.encoder_record = dict(RECORD, code_size=1000)
+    with pytest.raises(ValueError, match="encoder_record"):
+        save_model(model, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_model_directory_of_format_1_loads_without_a_record(model, tmp_path):
+    save_model(model, tmp_path / "m")
+    config_path = tmp_path / "m" / "model.json"
+    config = json.loads(config_path.read_text())
+    config["format_version"] = 1
+    del config["encoder"], config["text_normaliser"]
+    config_path.write_text(json.dumps(config))
+    assert load_model(tmp_path / "m").encoder_record is None
+    config["format_version"] = 2          # format 2 must say it
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match="has no 'encoder'"):
+        load_model(tmp_path / "m")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeroed", "not a zip"])
+def test_a_damaged_params_file_is_a_model_file_error(model, tmp_path, damage):
+    save_model(model, tmp_path / "m")
+    path = tmp_path / "m" / "params.npz"
+    data = path.read_bytes()
+    if damage == "truncated":
+        data = data[:len(data) // 2]
+    elif damage == "zeroed":     # the members' bytes, not the zip directory
+        data = data[:200] + bytes(len(data) - 400) + data[-200:]
+    else:
+        data = b"just some text"
+    path.write_bytes(data)
+    with pytest.raises(ModelFileError, match="cannot read .*params.npz"):
         load_model(tmp_path / "m")
 
 

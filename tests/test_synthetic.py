@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _data_fakes import install_fake_extract
+from _data_fakes import fake_codes, fake_encoder
 from captioning import synthetic
 from captioning.data import DataError, load_dataset, save_dataset
 from captioning.text import normalise_caption
@@ -153,16 +153,20 @@ def test_group_captions_tell_the_truth(tmp_path):
             assert not other & set(words), c
 
 
-def test_build_synthetic(tmp_path, monkeypatch):
-    calls = install_fake_extract(monkeypatch)
+def test_build_synthetic(tmp_path):
+    encoder = fake_encoder()
     out = tmp_path / "data"
     ds = synthetic.build_synthetic(out, n=20, seed=1, size=64,
-                                   progress=False)
+                                   progress=False, encoder=encoder)
     assert ds.source == "synthetic" and len(ds) == 20
     assert ds.codes.shape == (20, 1000) and ds.codes.dtype == np.float32
     assert [(s, int((ds.split == s).sum())) for s in ("train", "val", "test")
             ] == [("train", 16), ("val", 2), ("test", 2)]
-    assert len(calls) == 1 and len(calls[0][0]) == 20
+    assert encoder.batches == [20]
+    assert encoder.loaded == [str(out / "images" / n) for n in ds.names]
+    np.testing.assert_array_equal(
+        ds.codes, [fake_codes(out / "images" / n) for n in ds.names])
+    assert ds.meta["encoder"] == encoder.record()
     assert Image.open(out / "images" / "synthetic_00001.png").size == (64, 64)
     assert "GENERATED" in (out / "NOTICE.txt").read_text()
     scenes = json.loads((out / "synthetic_scenes.json").read_text())
@@ -173,12 +177,12 @@ def test_build_synthetic(tmp_path, monkeypatch):
     assert back.meta["image_dir"] == str(out / "images")
 
 
-def test_build_synthetic_refuses_to_replace_other_data(tmp_path, monkeypatch):
-    install_fake_extract(monkeypatch)
+def test_build_synthetic_refuses_to_replace_other_data(tmp_path):
     out = tmp_path / "data"
     ds = synthetic.build_synthetic(out, n=6, size=32, progress=False,
-                                   val=1, test=1)
+                                   val=1, test=1, encoder=fake_encoder())
     ds.source = "flickr8k"
     save_dataset(ds, out, overwrite_source=True)
     with pytest.raises(DataError, match="already holds flickr8k"):
-        synthetic.build_synthetic(out, n=6, size=32, progress=False)
+        synthetic.build_synthetic(out, n=6, size=32, progress=False,
+                                  encoder=fake_encoder())

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import captioning.train as train_module
-from _flickr8k_fakes import DEV, TRAIN, install_fake_cnn, make_fake_flickr8k
-from captioning.cli import main
+from _flickr8k_fakes import DEV, TRAIN, fake_encoder, make_fake_flickr8k
+from captioning.cli import main as caption
 from captioning.train import (next_learning_rate, selection_split,
                               stale_epochs, stop_reason)
 
@@ -77,11 +77,10 @@ def test_stop_reason():
 
 # ------------------------------------------------------------ end to end
 
-@pytest.fixture(autouse=True)
-def fake_cnn(monkeypatch):
-    """No real CNN in these tests (fake photos); the test file's own
-    CAPTION_CACHE_DIR comes from conftest.py."""
-    install_fake_cnn(monkeypatch)
+def main(argv, encoder=None):
+    """``caption ARGV`` with a fake CNN: no real CNN in these tests (fake
+    photos); each test's own CAPTION_CACHE_DIR comes from conftest.py."""
+    return caption(argv, encoder=encoder or fake_encoder())
 
 
 def train_args(folder, out, *extra):
@@ -93,12 +92,12 @@ def one_epoch(tmp_path_factory):
     """A finished one-epoch run, to resume from (copy it before changing it)."""
     root = tmp_path_factory.mktemp("base")
     with pytest.MonkeyPatch.context() as patch:
-        calls = []
-        install_fake_cnn(patch, calls)
+        encoder = fake_encoder()
         patch.setenv("CAPTION_CACHE_DIR", str(root / "cache"))
         folder = make_fake_flickr8k(root / "flickr8k")
-        assert main(train_args(folder, root / "model", "--epochs", "1")) == 0
-    return folder, root / "model", calls
+        assert main(train_args(folder, root / "model", "--epochs", "1"),
+                    encoder) == 0
+    return folder, root / "model", encoder.loaded
 
 
 def copy_run(one_epoch, tmp_path):

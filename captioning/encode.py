@@ -1,0 +1,420 @@
+"""Image files -> codes: the one way photos become CNN codes.
+
+An :class:`Encoder` names what makes a code: the CNN, the feature kind
+(``"logits"``, the 1000 ImageNet class scores, is the only kind today) and
+the preprocessing; it holds the compiled CNN function (compiled once per
+process and weights file, see :attr:`Encoder.batch_function`).
+:func:`encode` turns image paths into codes through the code cache
+(:mod:`captioning.codes_cache`), saving it every :data:`CHUNK` photos, so an
+interrupted run resumes where it stopped. Every caller goes through here:
+``caption extract``, ``caption data`` (Flickr8k and the generated world),
+``caption train``, ``caption evaluate``, ``caption describe`` and the
+notebook (``Encoder.for_dataset(dataset)``).
+
+Unreadable or missing images are never fatal here: :func:`encode` returns
+them as ``(path, reason)`` pairs and the caller decides (``caption data``
+refuses them unless told to skip them, the other commands report and go on).
+
+A model directory records :meth:`Encoder.record`; :func:`encoder_for_model`
+gives the encoder a model needs and refuses one that would feed it other
+codes.
+
+Anything with the attributes and methods used here (``cnn``,
+``feature_kind``, ``preprocessing``, ``code_size``, ``cache_name``,
+``record()``, ``load(path)``, ``batch_function(inputs)``) can stand in for an
+Encoder; the tests pass such fakes as the ``encoder`` argument.
+"""
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from captioning import codes_cache
+from captioning.images import ImageError, load_rgb
+
+__all__ = ["CNNS", "DEFAULT_CNN", "FEATURE_KINDS", "CHUNK", "Encoder",
+           "EncoderError", "encode", "encoder_for_model"]
+
+DEFAULT_CNN = "efficientnet_lite0"
+CNNS = ("efficientnet_lite0", "googlenet")
+FEATURE_KINDS = ("logits",)
+# What each CNN's ``preprocess`` does to a uint8 RGB image; a model trained
+# on codes made one way must not be fed codes made another way.
+PREPROCESSING = {
+    "efficientnet_lite0": "rgb-short224-bilinear-centrecrop-minus127-div128",
+    "googlenet": "bgr-short224-bilinear-centrecrop-minus-bvlc-mean",
+}
+# The output layer of each CNN that gives the feature kind.
+LAYERS = {("efficientnet_lite0", "logits"): "logits",
+          ("googlenet", "logits"): "loss3/classifier"}
+CODE_SIZES = {"logits": 1000}
+GOOGLENET_WEIGHTS = "data/blvc_googlenet.pkl"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Photos encoded between two saves of the cache (~20 s of CNN work).
+CHUNK = 256
+
+# (cnn, feature kind, weights realpath) -> compiled function: one per process.
+_COMPILED = {}
+
+
+class EncoderError(ValueError):
+    """An encoder that cannot be built or does not fit; the message says
+    what to do."""
+
+
+def _import_pretrained_lenet():
+    """The seminar's ``pretrained_lenet`` module (repo root), or None."""
+    try:
+        return importlib.import_module("pretrained_lenet")
+    except ModuleNotFoundError as error:
+        if error.name != "pretrained_lenet":
+            raise
+    # Not on sys.path (e.g. run from another directory): the repo copy.
+    path = REPO_ROOT / "pretrained_lenet.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("pretrained_lenet", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["pretrained_lenet"] = module
+    return module
+
+
+def _cnn_module(cnn):
+    if cnn == "efficientnet_lite0":
+        from captioning import efficientnet
+        return efficientnet
+    lenet = _import_pretrained_lenet()
+    if lenet is None:
+        raise EncoderError("--cnn googlenet is unavailable: pretrained_lenet.py "
+                           "(the seminar's GoogLeNet module) is not in %s"
+                           % REPO_ROOT)
+    return lenet
+
+
+class Encoder:
+    """A CNN, the feature kind taken from it and its preprocessing.
+
+    Parameters
+    ----------
+    cnn : {'efficientnet_lite0', 'googlenet'}
+    feature_kind : {'logits'}
+    weights : str or Path, optional
+        Weights file; default: the packaged EfficientNet-Lite0 ``.pth``, or
+        ``data/blvc_googlenet.pkl`` (working directory, then the repository)
+        for GoogLeNet.
+
+    Raises
+    ------
+    EncoderError
+        Unknown CNN or feature kind.
+    """
+
+    def __init__(self, cnn=DEFAULT_CNN, feature_kind="logits", weights=None):
+        if cnn not in CNNS:
+            raise EncoderError("unknown CNN %r; choose from %s"
+                               % (cnn, ", ".join(CNNS)))
+        if feature_kind not in FEATURE_KINDS:
+            raise EncoderError("unknown feature kind %r; choose from %s"
+                               % (feature_kind, ", ".join(FEATURE_KINDS)))
+        self.cnn, self.feature_kind = cnn, feature_kind
+        self.weights = None if weights is None else os.fspath(weights)
+        self.preprocessing = PREPROCESSING[cnn]
+        self.code_size = CODE_SIZES[feature_kind]
+
+    def __repr__(self):
+        return "Encoder(%r, %r%s)" % (self.cnn, self.feature_kind, "" if
+                                      self.weights is None else
+                                      ", weights=%r" % self.weights)
+
+    # ------------------------------------------------------------ records
+    def record(self):
+        """What a model trained on these codes must be fed: a JSON-able dict."""
+        return {"cnn": self.cnn, "feature_kind": self.feature_kind,
+                "preprocessing": self.preprocessing,
+                "code_size": self.code_size}
+
+    @classmethod
+    def from_record(cls, record):
+        """The encoder that :meth:`record` described (default weights).
+
+        Raises
+        ------
+        EncoderError
+            If this version cannot make such codes.
+        """
+        if not isinstance(record, dict) or "cnn" not in record:
+            raise EncoderError("not an encoder record: %r" % (record,))
+        encoder = cls(record["cnn"], record.get("feature_kind", "logits"))
+        if encoder.record() != record:
+            raise EncoderError("codes %s cannot be made here: this version "
+                               "makes %s" % (_describe(record),
+                                             _describe(encoder.record())))
+        return encoder
+
+    @classmethod
+    def for_dataset(cls, dataset):
+        """The encoder that made a dataset's codes (``dataset.json``'s
+        record; the seminar's COCO bundle: GoogLeNet)."""
+        meta = getattr(dataset, "meta", None) or {}
+        if "encoder" in meta:
+            return cls.from_record(meta["encoder"])
+        if meta.get("cnn") in CNNS:
+            return cls(meta["cnn"])
+        return cls("googlenet" if dataset.source == "seminar" else DEFAULT_CNN)
+
+    # ------------------------------------------------------------ the CNN
+    @property
+    def cache_name(self):
+        """File name of these codes in the cache directory: one per CNN,
+        feature kind and (non-default) weights file."""
+        name = "codes-%s" % self.cnn
+        if self.feature_kind != "logits":
+            name += "-" + self.feature_kind
+        if self.weights is not None:
+            digest = hashlib.sha1(os.path.realpath(self.weights).encode())
+            name += "-weights-" + digest.hexdigest()[:12]
+        return name + ".npz"
+
+    def preprocess(self, rgb):
+        """uint8 RGB (H, W, 3) -> the CNN's input batch of one."""
+        return _cnn_module(self.cnn).preprocess(rgb)
+
+    def load(self, path):
+        """One image file -> the CNN's input batch of one (ImageError or
+        ValueError if it cannot be read)."""
+        return self.preprocess(load_rgb(path))
+
+    def weights_path(self):
+        """The weights file, checked; EncoderError says where to get it."""
+        if self.cnn == "efficientnet_lite0":
+            from captioning import efficientnet
+            try:
+                path = (efficientnet.default_weights_path()
+                        if self.weights is None else self.weights)
+            except FileNotFoundError as error:
+                raise EncoderError(str(error)) from None
+            if not os.path.isfile(path):
+                raise EncoderError("EfficientNet-Lite0 weights not found: %s"
+                                   % path)
+            return os.path.realpath(path)
+        candidates = ([Path(self.weights)] if self.weights is not None else
+                      [Path(GOOGLENET_WEIGHTS), REPO_ROOT / GOOGLENET_WEIGHTS])
+        for path in candidates:
+            if path.is_file():
+                return os.path.realpath(path)
+        raise EncoderError(
+            "GoogLeNet weights not found (looked for %s). They are "
+            "blvc_googlenet.pkl in the seminar's data.tar.gz: run `caption "
+            "data seminar` to download and unpack it into data/, or pass "
+            "--weights PATH." % " and ".join(str(p) for p in candidates))
+
+    @property
+    def batch_function(self):
+        """``f(inputs (N, 3, 224, 224) float32) -> (N, code_size)``: built,
+        loaded and compiled on first use, once per process and weights."""
+        module = _cnn_module(self.cnn)
+        key = (self.cnn, self.feature_kind, self.weights_path())
+        if key not in _COMPILED:
+            import lasagne
+            import theano
+            model = module.build_model()
+            module.load_weights(model, key[2])
+            layer = model[LAYERS[self.cnn, self.feature_kind]]
+            out = lasagne.layers.get_output(layer, deterministic=True)
+            _COMPILED[key] = theano.function([model["input"].input_var], out,
+                                             allow_input_downcast=True)
+        return _COMPILED[key]
+
+
+def _describe(record):
+    return "%s %s (preprocessing %s, %s values)" % (
+        record.get("cnn"), record.get("feature_kind"),
+        record.get("preprocessing"), record.get("code_size"))
+
+
+# ------------------------------------------------------------------ encode
+
+def _load_batch(encoder, paths):
+    """Read and preprocess ``paths``: (inputs, ok positions, {position: reason})."""
+    inputs, ok, failures = [], [], {}
+    for i, path in enumerate(paths):
+        try:
+            inputs.append(encoder.load(path))
+            ok.append(i)
+        except ImageError as error:
+            failures[i] = error.reason
+        except (ValueError, OSError) as error:  # e.g. preprocess refusing it
+            failures[i] = str(error)
+    return inputs, ok, failures
+
+
+def _encoded_batches(encoder, paths, batch_size):
+    """Yield ``(start, ok positions, codes, failures)`` per batch of paths.
+
+    The next batch's files are read in a thread while the CNN runs (Pillow
+    decodes without holding the GIL), so I/O and compute overlap.
+    """
+    starts = list(range(0, len(paths), batch_size))
+    if not starts:
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_load_batch, encoder, paths[:batch_size])
+        for k, start in enumerate(starts):
+            inputs, ok, failures = pending.result()
+            if k + 1 < len(starts):
+                pending = pool.submit(_load_batch, encoder,
+                                      paths[starts[k + 1]:starts[k + 1] + batch_size])
+            codes = np.zeros((0, encoder.code_size), np.float32)
+            if inputs:
+                codes = np.asarray(encoder.batch_function(np.concatenate(inputs)),
+                                   dtype=np.float32)
+                if codes.shape != (len(ok), encoder.code_size):
+                    raise EncoderError("%r gave codes of shape %s for %d images"
+                                       % (encoder, codes.shape, len(ok)))
+            yield start, ok, codes, failures
+
+
+def _progress_bar(progress, total, desc):
+    if not progress or not total:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, unit="img", desc=desc, dynamic_ncols=True)
+
+
+def encode(image_paths, encoder=None, cache=True, progress=True, batch_size=32):
+    """Codes of image files, encoding only those not in the cache.
+
+    Parameters
+    ----------
+    image_paths : sequence of str or Path
+    encoder : Encoder, optional
+        Default: ``Encoder()`` (EfficientNet-Lite0 logits).
+    cache : bool
+        Read and extend the code cache (saved every :data:`CHUNK` photos, so
+        an interrupted call resumes). False encodes everything and writes
+        nothing (for photos seen once, such as ``caption describe``'s).
+    progress : bool
+        Show a progress bar (on stderr) while encoding.
+    batch_size : int
+        Images per CNN call.
+
+    Returns
+    -------
+    codes : ndarray (n_kept, code_size) float32
+    kept : list of int
+        Indices into ``image_paths`` of the rows of ``codes``, in order.
+    failures : list of (str, str)
+        ``(path, reason)`` of every image that is missing or could not be
+        read, in input order (never cached, so a fixed file is retried).
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1, got %d" % batch_size)
+    encoder = Encoder() if encoder is None else encoder
+    paths = [os.fspath(p) for p in image_paths]
+    failures, keys = {}, {}
+    if cache:
+        for i, path in enumerate(paths):
+            try:
+                keys[i] = codes_cache.file_key(path)
+            except FileNotFoundError:
+                failures[i] = "no such file"
+            except OSError as error:
+                failures[i] = error.strerror or str(error)
+        cache_file = codes_cache.cache_dir() / encoder.cache_name
+        store = codes_cache.load(cache_file, encoder.code_size)
+    else:
+        keys = {i: i for i in range(len(paths))}
+        store = {}
+    todo = [i for i, key in keys.items() if key not in store]
+
+    if progress and todo and cache:
+        print("encoding %d of %d photos with %s (cached in %s)"
+              % (len(todo), len(paths), encoder.cnn, cache_file),
+              file=sys.stderr)
+    bar = _progress_bar(progress, len(todo), encoder.cnn)
+    try:
+        for begin in range(0, len(todo), CHUNK):
+            chunk = todo[begin:begin + CHUNK]
+            batches = _encoded_batches(encoder, [paths[i] for i in chunk],
+                                       batch_size)
+            for start, ok, codes, failed in batches:
+                for j, row in zip(ok, codes):
+                    store[keys[chunk[start + j]]] = row
+                for j, reason in failed.items():
+                    failures[chunk[start + j]] = reason
+                if bar is not None:
+                    bar.update(len(ok) + len(failed))
+            if cache:
+                codes_cache.save(cache_file, store)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    kept = [i for i in range(len(paths)) if i in keys and keys[i] in store]
+    codes = np.array([store[keys[i]] for i in kept], dtype=np.float32)
+    return (codes.reshape(len(kept), encoder.code_size), kept,
+            [(paths[i], failures[i]) for i in sorted(failures)])
+
+
+# ------------------------------------------------------------------ models
+
+def encoder_for_model(record, code_size, cnn=None, given=None):
+    """The encoder whose codes a model was trained on.
+
+    Parameters
+    ----------
+    record : dict or None
+        The model's encoder record (``model.json``); None for a model made
+        before models recorded it: EfficientNet-Lite0 logits, the only codes
+        ``caption train`` made then.
+    code_size : int
+        The size of code the model takes (``cnn_feature_size``).
+    cnn : str, optional
+        A CNN the user asked for (``--cnn``); it must be the model's.
+    given : Encoder, optional
+        Use this encoder (its record must be the model's).
+
+    Returns
+    -------
+    encoder, note
+        ``note`` is a sentence to show the user when the record was
+        assumed, else None.
+
+    Raises
+    ------
+    EncoderError
+        When the codes would not be those the model was trained on.
+    """
+    note = None
+    if record is None:
+        record = Encoder().record()
+        note = ("the model records no encoder (made before models did); "
+                "assuming %s %s, the only codes `caption train` made "
+                "then" % (record["cnn"], record["feature_kind"]))
+    if cnn is not None and cnn != record.get("cnn"):
+        raise EncoderError("the model was trained on %s codes; --cnn %s would "
+                           "feed it other codes (leave --cnn out, or use a "
+                           "model trained on %s codes)"
+                           % (record.get("cnn"), cnn, cnn))
+    if given is None:
+        try:
+            given = Encoder.from_record(record)
+        except EncoderError as error:
+            raise EncoderError("the model was trained on %s, which this "
+                               "version cannot make (%s)"
+                               % (_describe(record), error)) from None
+    encoder = given
+    if encoder.record() != record:
+        raise EncoderError("the model was trained on %s, not %s"
+                           % (_describe(record), _describe(encoder.record())))
+    if encoder.code_size != code_size:
+        raise EncoderError("the model takes codes of %d values but its "
+                           "encoder record says %s"
+                           % (code_size, _describe(record)))
+    return encoder, note

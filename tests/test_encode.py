@@ -1,0 +1,239 @@
+"""captioning.encode: image paths -> codes through the cache, resumable.
+
+The CNN is a fake passed as the ``encoder`` argument: its code of a file
+is the SHA-256 of the file's bytes (tiled to 1000 values), so the expected
+codes are computed here from the files alone, and it counts what it reads
+and encodes. conftest.py gives every test an empty ``CAPTION_CACHE_DIR``.
+The real encoders are only named here, never compiled (test_extract runs
+the real CNN).
+"""
+import hashlib
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from _encoder_fakes import FakeEncoder
+from captioning import codes_cache, encode as encode_module
+from captioning.encode import Encoder, EncoderError, encode, encoder_for_model
+
+
+def digest_code(path):
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).digest()
+    return np.resize(np.frombuffer(digest, np.uint8), 1000).astype(np.float32)
+
+
+def make_files(folder, n, prefix="f"):
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / ("%s%d.bin" % (prefix, i))
+        path.write_bytes(b"file %d " % i * (i + 1))
+        paths.append(path)
+    return paths
+
+
+def cache_file(encoder):
+    return codes_cache.cache_dir() / encoder.cache_name
+
+
+# ------------------------------------------------------------ codes
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_rows_kept_indices_and_failures_follow_the_input_order(tmp_path, cache):
+    paths = make_files(tmp_path, 5)
+    paths.insert(3, tmp_path / "missing.bin")
+    fake = FakeEncoder(digest_code, fail=["f1.bin"])
+    codes, kept, failures = encode(paths, fake, cache=cache, progress=False,
+                                   batch_size=2)
+    assert kept == [0, 2, 4, 5]
+    np.testing.assert_array_equal(codes, [digest_code(paths[i]) for i in kept])
+    assert codes.dtype == np.float32 and codes.shape == (4, 1000)
+    assert [p for p, _ in failures] == [str(paths[1]), str(paths[3])]
+    assert failures[0][1] == "fake failure"
+    if cache:   # the cache looks at the file first
+        assert failures[1][1] == "no such file"
+
+
+def test_the_batch_size_does_not_change_the_codes(tmp_path):
+    paths = make_files(tmp_path, 7)
+    results = []
+    for batch_size in (1, 3, 32):
+        fake = FakeEncoder(digest_code)
+        codes, kept, _ = encode(paths, fake, cache=False, progress=False,
+                                batch_size=batch_size)
+        assert fake.batches == [min(batch_size, 7 - s)
+                                for s in range(0, 7, batch_size)]
+        results.append(codes)
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+
+
+def test_no_paths_give_an_empty_array(tmp_path):
+    codes, kept, failures = encode([], FakeEncoder(digest_code),
+                                   progress=False)
+    assert codes.shape == (0, 1000) and kept == [] and failures == []
+
+
+def test_a_bad_batch_size_is_refused():
+    with pytest.raises(ValueError, match="batch_size"):
+        encode([], FakeEncoder(digest_code), batch_size=0)
+
+
+# ------------------------------------------------------------ the cache
+
+def test_a_second_call_reads_the_cache_and_encodes_nothing(tmp_path):
+    paths = make_files(tmp_path, 4)
+    first, _, _ = encode(paths, FakeEncoder(digest_code), progress=False)
+    again = FakeEncoder(digest_code)
+    codes, kept, failures = encode(paths[::-1], again, progress=False)
+    assert again.loaded == [] and again.batches == []
+    assert kept == [0, 1, 2, 3] and failures == []
+    np.testing.assert_array_equal(codes, first[::-1])
+
+
+def test_a_changed_file_is_encoded_again(tmp_path):
+    paths = make_files(tmp_path, 3)
+    encode(paths, FakeEncoder(digest_code), progress=False)
+    paths[1].write_bytes(b"something else entirely")
+    os.utime(paths[1], ns=(1, 1))
+    again = FakeEncoder(digest_code)
+    codes, _, _ = encode(paths, again, progress=False)
+    assert again.loaded == [str(paths[1])]
+    np.testing.assert_array_equal(codes[1], digest_code(paths[1]))
+
+
+def test_failures_are_not_cached_but_tried_again(tmp_path):
+    paths = make_files(tmp_path, 3) + [tmp_path / "gone.bin"]
+    encode(paths, FakeEncoder(digest_code, fail=["f1.bin"]), progress=False)
+    again = FakeEncoder(digest_code)          # f1.bin is readable now
+    codes, kept, failures = encode(paths, again, progress=False)
+    assert again.loaded == [str(paths[1])]
+    assert kept == [0, 1, 2] and failures == [(str(paths[3]), "no such file")]
+    np.testing.assert_array_equal(codes[1], digest_code(paths[1]))
+
+
+def test_an_interrupted_run_resumes_and_encodes_only_the_rest(tmp_path,
+                                                              monkeypatch):
+    monkeypatch.setattr(encode_module, "CHUNK", 2)   # save every 2 files
+    paths = make_files(tmp_path, 5)
+    first = FakeEncoder(digest_code, interrupt_on_batch=4)
+    with pytest.raises(KeyboardInterrupt):
+        encode(paths, first, progress=False, batch_size=1)
+    # batches 1-2 (files 0, 1) were saved with the first chunk; file 2 was
+    # encoded but its chunk never finished
+    second = FakeEncoder(digest_code)
+    codes, kept, _ = encode(paths, second, progress=False, batch_size=1)
+    assert second.loaded == [str(p) for p in paths[2:]]
+    assert second.batches == [1, 1, 1]
+    np.testing.assert_array_equal(codes, [digest_code(p) for p in paths])
+
+
+def test_a_corrupt_cache_file_is_rebuilt(tmp_path):
+    paths = make_files(tmp_path / "files", 2)
+    fake = FakeEncoder(digest_code)
+    cache_file(fake).parent.mkdir(parents=True, exist_ok=True)
+    cache_file(fake).write_bytes(b"PK\x03\x04 not really a zip file")
+    codes, _, _ = encode(paths, fake, progress=False)
+    np.testing.assert_array_equal(codes, [digest_code(p) for p in paths])
+    again = FakeEncoder(digest_code)
+    encode(paths, again, progress=False)
+    assert again.loaded == []
+
+
+def test_a_cache_of_codes_of_another_size_is_not_used(tmp_path):
+    paths = make_files(tmp_path / "files", 2)
+    fake = FakeEncoder(digest_code)
+    codes_cache.save(cache_file(fake), {codes_cache.file_key(p): np.zeros(10)
+                                        for p in paths})
+    codes, _, _ = encode(paths, fake, progress=False)
+    assert len(fake.loaded) == 2
+    np.testing.assert_array_equal(codes, [digest_code(p) for p in paths])
+
+
+def test_each_encoder_has_its_own_cache_file_where_the_environment_says(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("CAPTION_CACHE_DIR", str(tmp_path / "elsewhere"))
+    paths = make_files(tmp_path / "files", 2)
+    encode(paths, FakeEncoder(digest_code, cnn="one"), progress=False)
+    assert (tmp_path / "elsewhere" / "codes-one.npz").is_file()
+    other = FakeEncoder(digest_code, cnn="two")
+    encode(paths, other, progress=False)
+    assert len(other.loaded) == 2             # nothing shared between CNNs
+    assert (tmp_path / "elsewhere" / "codes-two.npz").is_file()
+
+
+def test_without_the_cache_nothing_is_written(tmp_path):
+    paths = make_files(tmp_path / "files", 2)
+    fake = FakeEncoder(digest_code)
+    encode(paths, fake, cache=False, progress=False)
+    encode(paths, fake, cache=False, progress=False)
+    assert len(fake.loaded) == 4
+    assert not any(codes_cache.cache_dir().iterdir())
+
+
+# ------------------------------------------------------------ encoders
+
+def test_the_real_encoders_keep_the_cache_file_names_of_before():
+    assert Encoder().cache_name == "codes-efficientnet_lite0.npz"
+    assert Encoder("googlenet").cache_name == "codes-googlenet.npz"
+    other_weights = Encoder("googlenet", weights="/some/other.pkl").cache_name
+    assert other_weights.startswith("codes-googlenet-weights-")
+    assert other_weights != Encoder("googlenet", weights="/a/b.pkl").cache_name
+
+
+def test_records_name_the_cnn_the_feature_kind_and_the_preprocessing():
+    record = Encoder().record()
+    assert record == {"cnn": "efficientnet_lite0", "feature_kind": "logits",
+                      "preprocessing": encode_module.PREPROCESSING[
+                          "efficientnet_lite0"], "code_size": 1000}
+    assert Encoder("googlenet").record()["preprocessing"] != \
+        record["preprocessing"]
+    assert Encoder.from_record(Encoder("googlenet").record()).cnn == "googlenet"
+    with pytest.raises(EncoderError, match="cannot be made here"):
+        Encoder.from_record(dict(record, preprocessing="rgb-0-1"))
+    with pytest.raises(EncoderError, match="unknown CNN 'vgg16'"):
+        Encoder.from_record(dict(record, cnn="vgg16"))
+    with pytest.raises(EncoderError, match="unknown feature kind 'pool5'"):
+        Encoder("googlenet", "pool5")
+
+
+@pytest.mark.parametrize("source, meta, cnn", [
+    ("seminar", {}, "googlenet"),
+    ("flickr8k", {}, "efficientnet_lite0"),
+    ("flickr8k", {"cnn": "googlenet"}, "googlenet"),
+    ("synthetic", {"encoder": Encoder("googlenet").record()}, "googlenet"),
+])
+def test_the_encoder_of_a_dataset(source, meta, cnn):
+    dataset = SimpleNamespace(source=source, meta=meta)
+    assert Encoder.for_dataset(dataset).cnn == cnn
+
+
+def test_a_model_gets_the_encoder_it_records():
+    googlenet = Encoder("googlenet").record()
+    encoder, note = encoder_for_model(googlenet, 1000)
+    assert encoder.record() == googlenet and note is None
+    fake = FakeEncoder(digest_code)
+    assert encoder_for_model(fake.record(), 1000, given=fake) == (fake, None)
+
+
+def test_an_old_model_gets_efficientnet_logits_and_a_note():
+    encoder, note = encoder_for_model(None, 1000)
+    assert encoder.record() == Encoder().record()
+    assert "assuming efficientnet_lite0 logits" in note
+
+
+@pytest.mark.parametrize("ask, message", [
+    (dict(cnn="googlenet"), "trained on efficientnet_lite0 codes; --cnn "
+                            "googlenet would feed it other codes"),
+    (dict(given=FakeEncoder(digest_code)), "trained on efficientnet_lite0 "
+                                           "logits .* not fake logits"),
+    (dict(code_size=512), "takes codes of 512 values"),
+])
+def test_a_model_refuses_other_codes(ask, message):
+    options = dict(dict(code_size=1000), **ask)
+    with pytest.raises(EncoderError, match=message):
+        encoder_for_model(Encoder().record(), options.pop("code_size"),
+                          **options)
