@@ -604,9 +604,11 @@ def find_data(preferred=None, data_dir="data", flickr8k_dir=None,
             if flickr8k.is_flickr8k_dir(folder):
                 print("%s: captions tokenised by an older version; "
                       "rebuilding them from %s" % (d, folder))
+                if encoder is None:   # the one that made these codes
+                    from .encode import Encoder
+                    encoder = Encoder.for_meta(meta, held)
                 return flickr8k.build_flickr8k(
-                    folder, d, cnn=meta.get("cnn", "efficientnet_lite0"),
-                    progress=progress,   # and leaving out what it left out
+                    folder, d, encoder=encoder, progress=progress,   # and leaving out what it left out
                     skip_unreadable="left_out_unreadable_images" in meta,
                     allow_missing_images=(
                         "left_out_captioned_images_without_file" in meta))

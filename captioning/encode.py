@@ -161,12 +161,18 @@ class Encoder:
     def for_dataset(cls, dataset):
         """The encoder that made a dataset's codes (``dataset.json``'s
         record; the seminar's COCO bundle: GoogLeNet)."""
-        meta = getattr(dataset, "meta", None) or {}
+        return cls.for_meta(getattr(dataset, "meta", None) or {},
+                            dataset.source)
+
+    @classmethod
+    def for_meta(cls, meta, source):
+        """:meth:`for_dataset` from a data directory's ``dataset.json``
+        (``meta``) and its source name."""
         if "encoder" in meta:
             return cls.from_record(meta["encoder"])
         if meta.get("cnn") in CNNS:
             return cls(meta["cnn"])
-        return cls("googlenet" if dataset.source == "seminar" else DEFAULT_CNN)
+        return cls("googlenet" if source == "seminar" else DEFAULT_CNN)
 
     # ------------------------------------------------------------ the CNN
     @property

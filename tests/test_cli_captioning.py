@@ -11,6 +11,7 @@ import pytest
 from _flickr8k_fakes import DEV, TRAIN, fake_encoder, make_fake_flickr8k
 from captioning.cli import main as caption
 from captioning.encode import Encoder
+from captioning.text import NORMALISER
 
 TINY = ["--embed-size", "8", "--lstm-units", "16", "--batch-size", "8"]
 
@@ -67,7 +68,7 @@ def test_train_writes_a_model_directory(trained):
     assert config["encoder"] == {"cnn": "fake", "feature_kind": "logits",
                                  "preprocessing": "fake-fake",
                                  "code_size": 1000}
-    assert config["text_normaliser"] == "coco-ptb"
+    assert config["text_normaliser"] == NORMALISER
 
 
 def test_train_resumes_from_the_last_epoch(env, trained, capsys):

@@ -487,13 +487,19 @@ def test_cli_library_error_is_one_line_naming_the_command(tmp_path, capsys):
     # An encoder error (captioning.encode.EncoderError, raised below the
     # command layer) reaches cli.main, which prints it as one line, exit 2.
     from captioning.cli import main
+    from captioning.encode import EncoderError
+
+    class MissingWeights(type(fake_encoder())):
+        def batch_function(self, inputs):
+            raise EncoderError("fake weights not found: /nowhere.pth")
+
     make_flickr(tmp_path / "f8k")
     assert main(["data", "flickr8k", "--flickr8k", str(tmp_path / "f8k"),
-                 "--out", str(tmp_path / "out"), "--cnn", "vgg",
-                 "--no-progress"]) == 2
+                 "--out", str(tmp_path / "out"), "--no-progress"],
+                encoder=MissingWeights(fake_codes)) == 2
     err = capsys.readouterr().err
-    assert err.startswith("caption data flickr8k: error: unknown CNN 'vgg'")
-    assert err.count("\n") == 1
+    assert err == ("caption data flickr8k: error: fake weights not found: "
+                   "/nowhere.pth\n")
 
 
 def test_flickr8k_env_var_overrides_default(monkeypatch, tmp_path):

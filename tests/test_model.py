@@ -7,6 +7,7 @@ import pytest
 from _caption_fakes import WORDS, fake_codes, tiny_model
 
 import theano
+from captioning.text import NORMALISER
 # Vocabulary, PAD_ix, START, END through model.py: its re-exports still work
 from captioning.model import (END, PAD_ix, START, CaptionModel,
                               ModelFileError, Vocabulary, load_model,
@@ -124,7 +125,7 @@ def test_save_and_load_round_trip(model, tmp_path):
     config = json.loads((tmp_path / "m" / "model.json").read_text())
     assert config["vocabulary"] == WORDS and config["note"] == "x"
     assert config["encoder"] == RECORD and config["format_version"] == 2
-    assert config["text_normaliser"] == "coco-ptb"
+    assert config["text_normaliser"] == NORMALISER
     with np.load(tmp_path / "m" / "params.npz", allow_pickle=False) as saved:
         assert "decoder.W_in_to_cell" in saved.files
     loaded = load_model(tmp_path / "m")

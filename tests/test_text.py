@@ -6,7 +6,7 @@ import pytest
 from nltk.tokenize import TreebankWordTokenizer
 from PIL import Image
 
-from _flickr8k_fakes import install_fake_cnn
+from _flickr8k_fakes import fake_encoder
 from captioning import cli, metrics, train
 from captioning.data import load_dataset
 from captioning.text import (END, PAD_ix, START, UNK, Vocabulary,
@@ -111,8 +111,7 @@ MIXED = ["A girl holding a horse 's lead .",
 
 
 def test_data_files_caption_train_and_metrics_see_the_same_tokens(
-        tmp_path, monkeypatch):
-    install_fake_cnn(monkeypatch)
+        tmp_path):
     folder = tmp_path / "f8k"
     (folder / "images").mkdir(parents=True)
     names = ["p%d.jpg" % i for i in range(len(MIXED))]
@@ -123,12 +122,13 @@ def test_data_files_caption_train_and_metrics_see_the_same_tokens(
         "%s#0\t%s\n" % (n, c) for n, c in zip(names, MIXED)), "utf-8")
     out = tmp_path / "data"
     assert cli.main(["data", "flickr8k", "--flickr8k", str(folder),
-                     "--out", str(out), "--no-progress"]) == 0
+                     "--out", str(out), "--no-progress"],
+                    encoder=fake_encoder()) == 0
 
     stored = json.loads((out / "caption_tokens.json").read_text("utf-8"))
     assert load_dataset(out).captions == stored
-    # the notebook's tokenising cell: "#START#" + split(" ") + "#END#"
-    notebook = [[START] + caps[0].split(" ") + [END] for caps in stored]
+    # the notebook's tokenising cell: caption_tokens of each stored caption
+    notebook = [caption_tokens(caps[0]) for caps in stored]
     # caption train: its caption pairs, from the raw captions
     _, trained = train.caption_pairs(range(len(MIXED)), [[c] for c in MIXED])
     # the metrics: the tokens they score, from the raw captions
