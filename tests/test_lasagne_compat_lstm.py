@@ -1,4 +1,5 @@
-"""LSTMLayer (with the lasagne_compat backport) against a plain numpy LSTM.
+"""LSTMLayer with captioning.lasagne_compat.lstm against a plain numpy LSTM,
+and its incomings in Lasagne master's order.
 
 Most graphs are compiled with the pure-Python linker (no C compilation, the
 graphs are tiny); one test uses Theano's default mode to cover the C path.
@@ -12,7 +13,9 @@ import theano.tensor as T
 import lasagne
 from lasagne.init import Normal
 from lasagne.layers import (DenseLayer, Gate, InputLayer, LSTMLayer,
-                            get_all_params, get_output)
+                            get_all_layers, get_all_params, get_output)
+
+from captioning.lasagne_compat import lstm as lstm_backport
 
 PY = theano.compile.Mode(linker="py", optimizer="fast_compile")
 B, TIME, D, N = 2, 4, 3, 5  # batch, time steps, input features, units
@@ -304,7 +307,7 @@ def test_every_import_path_gives_the_fixed_class():
     exec("from lasagne.layers import *", namespace)
     assert namespace["LSTMLayer"] is recurrent.LSTMLayer is LSTMLayer
     before = LSTMLayer.__init__
-    captioning.lasagne_compat._fix_lstm()  # a second call changes nothing
+    lstm_backport.backport()  # a second call changes nothing
     assert LSTMLayer.__init__ is before
     # No infinite super() recursion, and the keyword exists.
     assert make_lstm(InputLayer((1, 2, D)),
