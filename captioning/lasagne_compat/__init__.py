@@ -4,8 +4,8 @@ Written from Lasagne's documented behaviour, one module per idea:
 
 * ``pool``: the old ``theano.tensor.signal.downsample`` module, without
   which Lasagne 0.1 does not import (pooling itself needs no patch);
-* ``lstm``: ``LSTMLayer`` with a Layer as ``hid_init``/``cell_init``,
-  master's output-gate peephole,
+* ``lstm``: ``LSTMLayer`` with a Layer as ``hid_init``/``cell_init`` (in
+  master's incomings order), master's output-gate peephole,
   ``grad_clipping=0`` meaning no clipping, ``only_return_final``;
 * ``conv``: ``Conv2DLayer`` with ``flip_filters`` and ``num_groups``.
 

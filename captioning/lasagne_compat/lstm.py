@@ -10,6 +10,11 @@ forever, while patching keeps ``lasagne.layers.LSTMLayer``,
 ``lasagne.layers.recurrent.LSTMLayer`` and ``import *`` all pointing at one
 (fixed) class. Imported by :func:`captioning.lasagne_compat.apply` once
 ``import lasagne`` works.
+
+Incomings are in master's order: the input, then the mask (if any), then the
+``hid_init`` layer, then the ``cell_init`` layer (each if given as a Layer).
+``get_all_layers``/``get_all_params`` follow that order, so parameter values
+saved under master (``get_all_param_values``) load onto the right layers.
 """
 import functools
 import inspect
@@ -24,7 +29,7 @@ from lasagne.utils import unroll_scan
 __all__ = ["backport"]
 
 GATES = ("ingate", "forgetgate", "cell", "outgate")  # order of the stacked weights
-INIT_LAYERS = ("cell_init", "hid_init")             # order of the incomings
+INIT_LAYERS = ("hid_init", "cell_init")             # master's order of the incomings
 
 EXTRA_DOC = """
     Backported from Lasagne master (see ``captioning.lasagne_compat``; the
@@ -73,7 +78,9 @@ def lstm_init(self, incoming, num_units,
 TensorVariable or Layer
         As in Lasagne 0.1, or a Layer whose output, of shape
         ``(batch, num_units)``, is the initial state; no parameter is
-        created for it and `learn_init` does not apply to it.
+        created for it and `learn_init` does not apply to it. Such layers
+        are incomings after the input and the mask: `hid_init`'s, then
+        `cell_init`'s (master's order).
     grad_clipping : float
         If nonzero, gradient messages are clipped to
         ``[-grad_clipping, grad_clipping]`` in the backward pass;
@@ -103,7 +110,7 @@ TensorVariable or Layer
 
 def add_init_incomings(layer, init_layers):
     """Append the ``{"hid_init"|"cell_init": Layer}`` of ``init_layers`` to
-    ``layer``'s incomings in ``INIT_LAYERS`` order, recording each one's index in
+    ``layer``'s incomings in master's order, recording each one's index in
     ``<name>_incoming_index`` (-1 if not a Layer)."""
     for name in INIT_LAYERS:
         setattr(layer, name + "_incoming_index", -1)
@@ -137,7 +144,8 @@ def get_output_for(self, inputs, **kwargs):
     inputs : list of TensorVariable
         The input, then the mask ``(batch, time)`` if `mask_input` was
         given (1 = real step, 0 = padding: the state is carried over),
-        then the outputs of the `cell_init` / `hid_init` layers, if any.
+        then the outputs of the `hid_init` and `cell_init` layers, if any
+        (in that order).
 
     Returns
     -------
