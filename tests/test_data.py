@@ -338,16 +338,6 @@ def test_shared_flickr8k_collects():
     assert all(tokenize(c) == c for caps in captions for c in caps)
 
 
-def _has_extract():
-    try:
-        from captioning.extract import extract_codes  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_extract(),
-                    reason="captioning.extract (the CNN) is not available")
 def test_flickr8k_with_real_cnn(tmp_path):
     make_flickr(tmp_path / "f8k")
     ds = flickr8k.build_flickr8k(tmp_path / "f8k", tmp_path / "d",

@@ -123,6 +123,10 @@ def test_bad_job_count_is_a_clear_error(monkeypatch, value):
         parallel_compile.compile_jobs()
 
 
-def test_default_is_one_job_per_core(monkeypatch):
+@pytest.mark.parametrize("cores, jobs", [(7, 7), (1, 1), (None, 1)])
+def test_default_is_one_job_per_core(monkeypatch, cores, jobs):
+    # os.cpu_count() is None where the count cannot be determined
     monkeypatch.delenv(parallel_compile.JOBS_VARIABLE, raising=False)
-    assert parallel_compile.compile_jobs() == (os.cpu_count() or 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert parallel_compile.compile_jobs() == jobs
+
