@@ -66,6 +66,7 @@ def _check_output(out, image_dir, direct_codes):
             np.testing.assert_allclose(codes[row], direct_codes[name], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_extract(image_dir, direct_codes, tmp_path, capsys):
     out = tmp_path / "codes.npy"
     rc = main(["extract", "--images", str(image_dir), "--out", str(out),
@@ -77,6 +78,7 @@ def test_cli_extract(image_dir, direct_codes, tmp_path, capsys):
     assert not (tmp_path / "codes.npy.partial").exists()
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_recomputing(image_dir, direct_codes,
                                                      tmp_path, monkeypatch):
     out = tmp_path / "codes.npy"
@@ -97,6 +99,7 @@ def test_interrupted_run_resumes_without_recomputing(image_dir, direct_codes,
     _check_output(out, image_dir, direct_codes)
 
 
+@pytest.mark.slow
 def test_list_order_and_missing_file(image_dir, direct_codes, tmp_path, capsys):
     listing = tmp_path / "list.txt"
     listing.write_text("d_rocket.jpg\n\na_coffee.png\nno_such.jpg\n")
@@ -112,6 +115,7 @@ def test_list_order_and_missing_file(image_dir, direct_codes, tmp_path, capsys):
     assert np.isnan(codes[2]).all()
 
 
+@pytest.mark.slow
 def test_extract_codes_function(image_dir, direct_codes):
     paths = [image_dir / name for name in GOOD[:2]] + [image_dir / BAD]
     codes, failures = extract.extract_codes(paths, batch_size=2, progress=False)
@@ -145,6 +149,7 @@ def test_usage_errors(tmp_path, capsys):
     assert "no images" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_redone_unless_something_changed(
         image_dir, direct_codes, tmp_path, monkeypatch, capsys):
     folder = tmp_path / "imgs"

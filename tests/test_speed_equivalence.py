@@ -24,6 +24,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Two fresh processes, each compiling the train graph with other settings.
+pytestmark = pytest.mark.slow
+
 RUN = textwrap.dedent("""
     import json, sys
     import captioning
