@@ -32,11 +32,13 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 test: setup
 	@start=$$(date +%s); \
 	rm -rf runs/nbval; \
-	$(CI_NOTEBOOK_ENV) $(PY) -m pytest -p no:cacheprovider tests --nbval-lax --current-env --nbval-cell-timeout=3000 notebooks; rc=$$?; \
+	$(CI_NOTEBOOK_ENV) $(PY) -m pytest -p no:cacheprovider --durations=15 tests --nbval-lax --current-env --nbval-cell-timeout=3000 notebooks; rc=$$?; \
 	echo "suite wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
 
+# The fast tests only (no cold compiles, subprocesses or CNNs; a few minutes
+# with the warm cache `make setup` leaves).
 unit: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest -p no:cacheprovider -m "not slow" --durations=15 tests
 
 # The main job: run the seminar notebook headless (default data and training
 # length; override e.g. `make demo CAPTION_EPOCHS=5 CAPTION_DATA=synthetic`).

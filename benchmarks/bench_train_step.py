@@ -16,7 +16,8 @@ while neither is timed right after the other's threads were busy.
 
 Printed: both medians, the ratio, the step's matmul FLOPs and GFLOP/s,
 cold (fresh compiledir, in a subprocess) and warm compile time of the train
-function, tokens/s. The last line is the ratio Theano/PyTorch.
+function, what its compiled graph runs (fused loss or not, kept buffers),
+tokens/s. The last line is the ratio Theano/PyTorch.
 torch is a benchmark-only extra (requirements-bench.txt); nothing else
 needs it.
 """
@@ -109,6 +110,20 @@ def timed_compile(model):
     finally:
         theano.function = original
     return times
+
+
+def describe_compiled(fn):
+    """What a compiled train function runs, read from its graph rather than
+    from the settings that asked for it: the cross-entropy op(s) (fused with
+    the softmax or not) and whether its buffers are kept between calls."""
+    ops = sorted({type(node.op).__name__ for node in fn.maker.fgraph.toposort()})
+    xent = [op for op in ops if "Crossentropy" in op]
+    fused = any("CrossentropySoftmax" in op for op in xent)
+    return "loss %s (%s); buffers %s" % (
+        "fused with the softmax" if fused else "not fused",
+        ", ".join(xent) or "no cross-entropy op",
+        "kept between calls" if fn.maker.linker.allow_gc is False
+        else "freed after each call")
 
 
 def compile_only(size_name):
@@ -306,6 +321,7 @@ def main(argv=None):
     first = timed_compile(model)
     print("compile in this process: train_step %.1f s (train+val %.1f s)"
           % (first.get("train_step", float("nan")), first["total"]))
+    print("compiled train step: %s" % describe_compiled(model.train_step))
     warm = cold = None
     if not args.no_compile_times:
         warm = compile_in_subprocess(args.sizes)

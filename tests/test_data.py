@@ -391,6 +391,7 @@ def test_shared_flickr8k_collects():
     assert all(normalise_caption(c) == c for caps in captions for c in caps)
 
 
+@pytest.mark.slow
 def test_flickr8k_with_real_cnn(tmp_path):
     make_flickr(tmp_path / "f8k")
     ds = flickr8k.build_flickr8k(tmp_path / "f8k", tmp_path / "d",

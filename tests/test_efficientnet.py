@@ -118,6 +118,7 @@ def test_class_names():
 
 # ------------------------------------------------------- compiled network
 
+@pytest.mark.slow
 def test_reference_logits(logits_fn):
     data = flickr8k_dir()
     ref_path = data / "reference_logits_efficientnet_lite0.npz"
@@ -141,6 +142,7 @@ def test_reference_logits(logits_fn):
     ("camera", {872}),                   # tripod (a man behind a camera)
     ("rocket", {657, 744}),              # missile / projectile
 ])
+@pytest.mark.slow
 def test_skimage_photos_top1(logits_fn, name, classes):
     import skimage.data
     img = getattr(skimage.data, name)()

@@ -69,6 +69,7 @@ def _check_output(out, image_dir, direct_codes):
             np.testing.assert_allclose(codes[row], direct_codes[name], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_extract(image_dir, direct_codes, tmp_path, capsys):
     out = tmp_path / "codes.npy"
     rc = main(["extract", "--images", str(image_dir), "--out", str(out),
@@ -81,6 +82,7 @@ def test_cli_extract(image_dir, direct_codes, tmp_path, capsys):
         "codes.names.txt", "codes.npy"]                 # no temporary files
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_recomputing(image_dir, direct_codes,
                                                      tmp_path, monkeypatch):
     monkeypatch.setattr(encode_module, "CHUNK", 2)   # cache saved every 2
@@ -99,6 +101,7 @@ def test_interrupted_run_resumes_without_recomputing(image_dir, direct_codes,
     _check_output(out, image_dir, direct_codes)
 
 
+@pytest.mark.slow
 def test_list_order_and_missing_file(image_dir, direct_codes, tmp_path, capsys):
     listing = tmp_path / "list.txt"        # read by captioning.files.read_list:
     listing.write_bytes(b"\xef\xbb\xbfd_rocket.jpg\r\n\r\na_coffee.png\r\n"
@@ -115,6 +118,7 @@ def test_list_order_and_missing_file(image_dir, direct_codes, tmp_path, capsys):
     assert np.isnan(codes[2]).all()
 
 
+@pytest.mark.slow
 def test_encode_with_the_real_cnn(image_dir, direct_codes):
     paths = [image_dir / name for name in GOOD[:2]] + [image_dir / BAD]
     codes, kept, failures = encode(paths, Encoder(), cache=False,
@@ -126,6 +130,7 @@ def test_encode_with_the_real_cnn(image_dir, direct_codes):
     assert "corrupt or truncated" in failures[0][1]     # from load_rgb
 
 
+@pytest.mark.slow
 def test_the_cnn_is_compiled_once_per_process(direct_codes):
     assert Encoder().batch_function is Encoder("efficientnet_lite0").batch_function
 
@@ -165,6 +170,7 @@ def test_library_raises_its_own_error_not_the_command_layers():
     assert not isinstance(error.value, UsageError)
 
 
+@pytest.mark.slow
 def test_a_rerun_encodes_only_what_changed(image_dir, direct_codes, tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -42,6 +42,28 @@ def test_graph_is_the_seminars(model):
     assert layers["decoder"].grad_clipping == 5
 
 
+def test_layers_and_parameters_keep_the_seminar_graphs_order(model):
+    # The order get_all_layers / get_all_params give (checkpoints and
+    # Lasagne's get/set_all_param_values rely on it) and the names saved in
+    # params.npz. The decoder's incomings are the words, the mask, then the
+    # image (cell_init), as in Lasagne master.
+    from lasagne.layers import get_all_layers
+    assert [l.name for l in get_all_layers(model.layers["probabilities"])] == [
+        "words", "embedding", "mask", "image", "image_dropout", "image_dense",
+        "decoder", "broadcast", "output_dropout", "output", "probabilities"]
+    decoder = ["decoder.W_in_to_ingate", "decoder.W_hid_to_ingate", "decoder.b_ingate",
+               "decoder.W_in_to_forgetgate", "decoder.W_hid_to_forgetgate",
+               "decoder.b_forgetgate",
+               "decoder.W_in_to_cell", "decoder.W_hid_to_cell", "decoder.b_cell",
+               "decoder.W_in_to_outgate", "decoder.W_hid_to_outgate", "decoder.b_outgate",
+               "decoder.W_cell_to_ingate", "decoder.W_cell_to_forgetgate",
+               "decoder.W_cell_to_outgate", "decoder.hid_init"]
+    names = (["embedding.W", "image_dense.W", "image_dense.b"] + decoder
+             + ["output.W", "output.b"])
+    assert [p.name for p in model.params()] == names
+    assert sorted(model.get_param_values()) == sorted(names + ["codes.mean", "codes.std"])
+
+
 def reference_loss(probs, matrix):
     """Mean cross-entropy over the non-PAD next tokens, in numpy."""
     total, count = 0.0, 0

@@ -134,6 +134,7 @@ def read_until(stream, marker, seconds):
     return None
 
 
+@pytest.mark.slow
 def test_run_shows_progress_live_and_ends_with_summary(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -200,6 +201,7 @@ def test_run_shows_progress_live_and_ends_with_summary(tmp_path):
     assert "Epoch: 1, train loss: 4.000, val loss: 3.250\n" in "".join(texts)
 
 
+@pytest.mark.slow
 def test_failing_cell_stops_the_run_with_one_line(tmp_path):
     marker = tmp_path / "after"
     src = write_notebook(tmp_path / "nb.ipynb", [

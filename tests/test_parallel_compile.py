@@ -90,12 +90,14 @@ def serial_and_parallel(tmp_path_factory):
     return compile_cold(tmp_path, 1), compile_cold(tmp_path, 2)
 
 
+@pytest.mark.slow
 def test_parallel_compile_runs_compilers_at_once(serial_and_parallel):
     serial, parallel = serial_and_parallel
     assert serial["peak"] == 1
     assert parallel["peak"] >= 2
 
 
+@pytest.mark.slow
 def test_each_module_is_compiled_once(serial_and_parallel):
     serial, parallel = serial_and_parallel
     # 9 elementwise modules and the dot's, at least (and Theano's helpers
@@ -104,11 +106,13 @@ def test_each_module_is_compiled_once(serial_and_parallel):
     assert parallel["calls"] == serial["calls"]
 
 
+@pytest.mark.slow
 def test_compiled_functions_compute_what_numpy_does(serial_and_parallel):
     for result in serial_and_parallel:
         assert result["max_error"] < 1e-5
 
 
+@pytest.mark.slow
 def test_compile_errors_are_reported_as_theano_reports_them(serial_and_parallel):
     serial, parallel = serial_and_parallel
     for result in (serial, parallel):
@@ -123,6 +127,10 @@ def test_bad_job_count_is_a_clear_error(monkeypatch, value):
         parallel_compile.compile_jobs()
 
 
-def test_default_is_one_job_per_core(monkeypatch):
+@pytest.mark.parametrize("cores, jobs", [(7, 7), (1, 1), (None, 1)])
+def test_default_is_one_job_per_core(monkeypatch, cores, jobs):
+    # os.cpu_count() is None where the count cannot be determined
     monkeypatch.delenv(parallel_compile.JOBS_VARIABLE, raising=False)
-    assert parallel_compile.compile_jobs() == (os.cpu_count() or 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert parallel_compile.compile_jobs() == jobs
+

@@ -215,6 +215,7 @@ def compared():
     return net, mapping, onnx_out, lasagne_out
 
 
+@pytest.mark.slow
 def test_every_layer_shape_matches_onnx(compared):
     net, mapping, onnx_out, lasagne_out = compared
     assert set(mapping.values()) == set(net) - {"input"}
@@ -224,6 +225,7 @@ def test_every_layer_shape_matches_onnx(compared):
         assert (1,) + net[name].output_shape[1:] == expected, name
 
 
+@pytest.mark.slow
 def test_every_layer_value_matches_onnx(compared):
     net, mapping, onnx_out, lasagne_out = compared
     worst = 0.0
@@ -236,6 +238,7 @@ def test_every_layer_value_matches_onnx(compared):
     print("worst relative max abs diff over all layers: %.2e" % worst)
 
 
+@pytest.mark.slow
 def test_classifier_and_prob_match_onnx(compared):
     net, mapping, onnx_out, lasagne_out = compared
     for name in ("loss3/classifier", "prob"):

@@ -29,6 +29,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Three fresh processes that import Theano.
+pytestmark = pytest.mark.slow
+
 DESCRIBE = textwrap.dedent('''
     import functools, json, os, sys, types
 

@@ -75,6 +75,7 @@ def run_python(code, flags=None):
                           capture_output=True, check=True).stdout.split()
 
 
+@pytest.mark.slow
 def test_import_configures_theano_in_a_fresh_process():
     out = run_python("import captioning, theano; "
                      "from captioning.theano_setup import DEFAULT_FLAGS as D; "
@@ -115,6 +116,7 @@ def test_every_blas_function_theano_declares_is_renamed_to_the_library():
         assert not (called & unprovided), (module, called & unprovided)
 
 
+@pytest.mark.slow
 def test_theano_products_run_on_that_library_and_equal_numpy():
     code = textwrap.dedent("""
         import captioning, numpy as np, theano, theano.tensor as T
@@ -134,12 +136,14 @@ def test_theano_products_run_on_that_library_and_equal_numpy():
     assert any("Dot22" in word for word in out), out
 
 
+@pytest.mark.slow
 def test_fresh_process_keeps_the_users_flag():
     out = run_python("import captioning, theano; print(theano.config.floatX)",
                      flags="floatX=float64")
     assert out == ["float64"]
 
 
+@pytest.mark.slow
 def test_users_cxxflags_and_exclusions_keep_blas_and_the_defaults_working():
     # A user's gcc.cxxflags used to replace the default ones, and with them
     # the header that renames Theano's BLAS calls to the library that

@@ -39,6 +39,7 @@ def test_selection_split_holds_out_a_tenth_up_to_500_photos_by_name():
     assert len(selection_split(names[:8])[1]) == 1
 
 
+@pytest.mark.slow
 def test_selection_split_is_the_same_in_another_process():
     names = ["photo%d.jpg" % i for i in range(200)]
     code = ("import captioning.train as t; print(' '.join(t.selection_split("

@@ -1,4 +1,5 @@
-"""Conv2DLayer backport (flip_filters, num_groups, pad modes) vs scipy.
+"""Conv2DLayer with captioning.lasagne_compat.conv (flip_filters, num_groups,
+pad modes) vs scipy.
 
 Each case compiles one small Theano function, so shapes are tiny.
 """
@@ -12,6 +13,8 @@ from scipy.signal import convolve2d, correlate2d
 
 import lasagne
 from lasagne.layers import Conv2DLayer, InputLayer, get_output
+
+from captioning.lasagne_compat import conv as conv_backport
 
 
 def reference_conv(x, W, b, stride, pad, flip, groups, untie=False):
@@ -152,5 +155,5 @@ def test_patched_in_place_everywhere():
     assert lasagne.layers.Conv2DLayer is lasagne.layers.conv.Conv2DLayer
     # Applying again changes nothing (the class now has the master API).
     init = Conv2DLayer.__init__
-    captioning.lasagne_compat._backport_conv2d()
+    conv_backport.backport()
     assert Conv2DLayer.__init__ is init

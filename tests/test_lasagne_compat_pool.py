@@ -1,4 +1,5 @@
-"""Pool2DLayer / MaxPool2DLayer (via the downsample shim) vs numpy.
+"""Pool2DLayer / MaxPool2DLayer (via captioning.lasagne_compat.pool's
+downsample shim) vs numpy.
 
 The reference states the documented semantics independently of any
 output-size formula: windows start at 0, s, 2s, ...; with

@@ -1,4 +1,5 @@
-"""LSTMLayer (with the lasagne_compat backport) against a plain numpy LSTM.
+"""LSTMLayer with captioning.lasagne_compat.lstm against a plain numpy LSTM,
+and its incomings in Lasagne master's order.
 
 Most graphs are compiled with the pure-Python linker (no C compilation, the
 graphs are tiny); one test uses Theano's default mode to cover the C path.
@@ -12,7 +13,9 @@ import theano.tensor as T
 import lasagne
 from lasagne.init import Normal
 from lasagne.layers import (DenseLayer, Gate, InputLayer, LSTMLayer,
-                            get_all_params, get_output)
+                            get_all_layers, get_all_params, get_output)
+
+from captioning.lasagne_compat import lstm as lstm_backport
 
 PY = theano.compile.Mode(linker="py", optimizer="fast_compile")
 B, TIME, D, N = 2, 4, 3, 5  # batch, time steps, input features, units
@@ -212,6 +215,49 @@ def test_layer_as_initial_state(init_layers):
                                    rtol=1e-2, atol=1e-3)
 
 
+def two_init_layers():
+    """An LSTM with a mask and both initial states from Dense layers of
+    different input widths (2 for hid_init, 3 for cell_init), so that a swap
+    shows in the shapes."""
+    l_in, l_mask = InputLayer((None, None, D)), InputLayer((None, None))
+    l_for_hid, l_for_cell = InputLayer((None, 2)), InputLayer((None, 3))
+    hid, cell = DenseLayer(l_for_hid, N), DenseLayer(l_for_cell, N)
+    layer = make_lstm(l_in, l_mask, hid_init=hid, cell_init=cell)
+    return layer, (l_in, l_mask, l_for_hid, hid, l_for_cell, cell)
+
+
+def test_init_layers_come_in_lasagne_masters_order():
+    # Lasagne master's LSTMLayer appends the hid_init layer, then the
+    # cell_init layer, after the input and the mask; its own test
+    # (test_lstm_nparams_hid_init_layer) expects get_all_layers to give
+    # [input, hid's input, hid's Dense, cell's input, cell's Dense, lstm].
+    layer, (l_in, l_mask, l_for_hid, hid, l_for_cell, cell) = two_init_layers()
+    assert layer.input_layers == [l_in, l_mask, hid, cell]
+    assert (layer.mask_incoming_index, layer.hid_init_incoming_index,
+            layer.cell_init_incoming_index) == (1, 2, 3)
+    assert get_all_layers(layer) == [l_in, l_mask, l_for_hid, hid,
+                                     l_for_cell, cell, layer]
+    shapes = [p.get_value().shape for p in get_all_params(layer)]
+    assert shapes[:4] == [(2, N), (N,), (3, N), (N,)]
+
+
+def test_values_saved_in_masters_order_load_onto_the_right_layers():
+    # get_all_param_values under master lists hid's Dense before cell's;
+    # both Dense layers here see the same 7 features, so a swapped order
+    # would load without any error.
+    l_in, l_img = InputLayer((None, None, D)), InputLayer((None, 7))
+    hid, cell = DenseLayer(l_img, N), DenseLayer(l_img, N)
+    layer = make_lstm(l_in, hid_init=hid, cell_init=cell)
+    own = [p.get_value() for p in layer.get_params()]
+    rng = np.random.RandomState(6)
+    saved = [rng.randn(7, N), rng.randn(N), rng.randn(7, N), rng.randn(N)]
+    saved = [v.astype("float32") for v in saved] + own
+    lasagne.layers.set_all_param_values(layer, saved)
+    for param, value in zip([hid.W, hid.b, cell.W, cell.b],
+                            saved[:4]):
+        np.testing.assert_array_equal(param.get_value(), value)
+
+
 @pytest.mark.parametrize("learn_init", [False, True])
 def test_array_initial_state_and_learn_init(learn_init):
     x, _ = data()
@@ -304,7 +350,7 @@ def test_every_import_path_gives_the_fixed_class():
     exec("from lasagne.layers import *", namespace)
     assert namespace["LSTMLayer"] is recurrent.LSTMLayer is LSTMLayer
     before = LSTMLayer.__init__
-    captioning.lasagne_compat._fix_lstm()  # a second call changes nothing
+    lstm_backport.backport()  # a second call changes nothing
     assert LSTMLayer.__init__ is before
     # No infinite super() recursion, and the keyword exists.
     assert make_lstm(InputLayer((1, 2, D)),
