@@ -345,10 +345,8 @@ def load_dataset(data_dir="data"):
     codes_path = d / CODES_FILE
     if not codes_path.exists():
         raise _missing(codes_path, "the image codes")
-    meta = {}
-    if (d / META_FILE).exists():
-        meta = json.loads((d / META_FILE).read_text("utf-8"))
-    elif (d / CAPTIONS_JSON).exists():
+    meta = _read_meta(d)
+    if not meta and (d / CAPTIONS_JSON).exists():
         raise DataError("%s has %s but no %s: an interrupted write; rerun "
                         "the `caption data ...` command that made it"
                         % (d, CAPTIONS_JSON, META_FILE))
@@ -396,6 +394,12 @@ def load_dataset(data_dir="data"):
     meta["source"] = source
     meta["image_dir"] = _image_folder(d, meta)
     return Dataset(codes, captions, names, split, source, meta)
+
+
+def _read_meta(d):
+    """``dataset.json`` of data directory ``d``, or {} when it has none."""
+    path = Path(d) / META_FILE
+    return json.loads(path.read_text("utf-8")) if path.exists() else {}
 
 
 def _old_captions(source, meta):
@@ -596,8 +600,7 @@ def find_data(preferred=None, data_dir="data", flickr8k_dir=None,
     d = resolve_data_dir(data_dir)
     held = has_dataset(d)
     if held and (preferred is None or held == preferred):
-        meta = json.loads((d / META_FILE).read_text("utf-8")) \
-            if (d / META_FILE).exists() else {}
+        meta = _read_meta(d)
         folder = meta.get("flickr8k_dir")
         if build and _old_captions(held, meta) and folder:
             from . import flickr8k

@@ -383,7 +383,8 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     model = CaptionModel(vocab, seed=SEED, **hyper)
     model.encoder_record = encoder.record()
     if history:
-        load_checkpoint(str(state_path), _state_variables(model), meta=meta)
+        # its settings were checked above, before anything was compiled
+        load_checkpoint(str(state_path), _state_variables(model))
         model.code_mean = np.array(state["code_mean"], "float32")
         model.code_std = np.array(state["code_std"], "float32")
         print("resuming %s after epoch %d (%.1f min spent)"
