@@ -21,9 +21,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
-	@# optional speed-ups for Theano's C code, built for this machine (captioning/fastmath.py)
-	$(PY) captioning/fastmath.py || echo "(optional) no vectorised exp/log: Theano keeps its scalar loops"
-	$(PY) captioning/fastmath.py --pch || echo "(optional) no precompiled header: slower cold compiles"
+	@# optional speed-ups for Theano's C code, built for this machine (captioning/stack/speed/fastmath.py)
+	$(PY) -m captioning.stack.speed.fastmath || echo "(optional) no vectorised exp/log: Theano keeps its scalar loops"
+	$(PY) -m captioning.stack.speed.fastmath --pch || echo "(optional) no precompiled header: slower cold compiles"
 	@echo "compiling the seminar's train graph once (warm Theano cache for tests and notebook)..."
 	$(PY) benchmarks/bench_train_step.py --compile-only
 	@touch $@
@@ -46,12 +46,12 @@ unit: setup
 # a few captions for new photos and the figures' paths. Executed copy and
 # figures go to runs/demo/.
 demo: setup
-	CAPTION_RUN_DIR=$(CURDIR)/runs/demo $(PY) -m captioning.notebook_run $(NOTEBOOK) runs/demo/$(notdir $(NOTEBOOK))
+	CAPTION_RUN_DIR=$(CURDIR)/runs/demo $(PY) -m captioning.notebook.run $(NOTEBOOK) runs/demo/$(notdir $(NOTEBOOK))
 
 # Maintainers: re-run the full training and commit the worked solution.
 notebook: setup
 	rm -rf runs/notebook
-	CAPTION_RUN_DIR=$(CURDIR)/runs/notebook $(PY) -m captioning.notebook_run $(NOTEBOOK) $(NOTEBOOK) --scrub-dataset-outputs
+	CAPTION_RUN_DIR=$(CURDIR)/runs/notebook $(PY) -m captioning.notebook.run $(NOTEBOOK) $(NOTEBOOK) --scrub-dataset-outputs
 
 # CNN encoders' images/s (Lasagne EfficientNet-Lite0, Lasagne GoogLeNet, onnxruntime).
 bench-cnn: setup

@@ -12,7 +12,7 @@ The sizes of the folded axes are only known when the graph runs, so the
 BroadcastLayer records the symbolic shape of what it was given and the
 UnbroadcastLayer reads it back.
 """
-import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
+import captioning.stack  # noqa: F401  (Theano flags and the Lasagne backport first)
 
 import numpy as np
 import theano.tensor as T

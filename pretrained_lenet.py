@@ -22,7 +22,7 @@ outputs: filters are not flipped (Caffe correlates), the stride-2 max pools
 round their output size up (Caffe's ceil mode) and LRN scales ``alpha`` by
 the window size ``n``.
 """
-import captioning  # noqa: F401  (Theano flags and the Lasagne backport)
+import captioning.stack  # noqa: F401  (Theano flags and the Lasagne backport)
 
 import os
 
@@ -34,7 +34,7 @@ from lasagne.layers import (ConcatLayer, Conv2DLayer, DenseLayer, InputLayer,
                             NonlinearityLayer, Pool2DLayer)
 from lasagne.nonlinearities import softmax
 
-from captioning.safe_pickle import (NUMPY_ARRAYS, UnsafePickleError,
+from captioning.io.safe_pickle import (NUMPY_ARRAYS, UnsafePickleError,
                                     importable, safe_loads)
 
 __all__ = ["MEAN_VALUES", "build_inception_module", "build_model",

@@ -2,7 +2,7 @@
 
 Runs, on random 224x224 inputs:
 
-* the Lasagne EfficientNet-Lite0 (``captioning.efficientnet``, pretrained);
+* the Lasagne EfficientNet-Lite0 (``captioning.cnn.efficientnet``, pretrained);
 * the Lasagne GoogLeNet (``pretrained_lenet``; random weights unless
   ``data/blvc_googlenet.pkl`` exists; skipped if the module is absent);
 * onnxruntime on ONNX's test GoogLeNet graph
@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import captioning  # noqa: E402,F401  (Theano flags before theano)
+import captioning.stack  # noqa: E402,F401  (Theano flags before theano)
 
 
 def time_batches(fn, batch, batches):
@@ -36,7 +36,7 @@ def time_batches(fn, batch, batches):
 
 
 def efficientnet_fn():
-    from captioning.encode import Encoder
+    from captioning.cnn.encode import Encoder
     return Encoder("efficientnet_lite0").batch_function
 
 

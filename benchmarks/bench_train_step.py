@@ -82,7 +82,7 @@ def matmul_flops(size):
 
 # ---------------------------------------------------------------- Theano
 def build_theano(size):
-    import captioning  # noqa: F401  (flags first)
+    import captioning.stack  # noqa: F401  (flags first)
     from captioning.model import CaptionModel, Vocabulary
     words = ["#UNK#", "#START#", "#END#"] + ["w%d" % i for i in range(size["V"] - 3)]
     return CaptionModel(Vocabulary(words), embed_size=size["E"],
@@ -175,7 +175,7 @@ def blas_report():
     import numpy as np
     import theano
     import theano.tensor as T
-    from captioning.theano_setup import blas_library
+    from captioning.stack.theano_setup import blas_library
     path = blas_library(theano.config.blas.ldflags)
     if path is None:
         return ["Theano's BLAS: numpy's C-API (blas.ldflags empty)"]
@@ -300,10 +300,10 @@ def main(argv=None):
         os.environ["THEANO_FLAGS"] = ",".join(filter(None, [
             os.environ.get("THEANO_FLAGS", ""), "profile=True",
             "profiling.n_apply=25", "profiling.n_ops=15"]))
-    import captioning  # noqa: F401
+    import captioning.stack  # noqa: F401
     import numpy as np
     import theano
-    from captioning.theano_setup import SPEEDUPS, merge_flags
+    from captioning.stack.theano_setup import SPEEDUPS, merge_flags
 
     print("machine: %s, %d cores; Python %s, Theano %s, numpy %s"
           % (cpu_model(), os.cpu_count(), platform.python_version(),

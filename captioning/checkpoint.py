@@ -15,7 +15,8 @@ import json
 
 import numpy as np
 
-from .files import atomic_write
+from captioning.errors import CaptionError
+from captioning.io.files import atomic_write
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "graph_settings",
            "check_meta", "describe_mismatch", "CheckpointMismatch"]
@@ -25,7 +26,7 @@ HISTORY_KEY = "history"
 META_KEY = "meta"
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(CaptionError, ValueError):
     """The checkpoint was written under other settings (or recorded none).
 
     ``differences`` lists them as ``"key: saved X, now Y"``.

@@ -27,7 +27,7 @@ Example
 import math
 from collections import Counter
 
-from .text import ptb_tokenize
+from captioning.text import ptb_tokenize
 
 __all__ = ["ngrams", "corpus_bleu", "cider_d", "score_captions"]
 

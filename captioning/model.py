@@ -26,7 +26,7 @@ parameter name), ``model.json`` (vocabulary, hyper-parameters, the encoder
 that made the image codes it was trained on and the text normaliser of its
 captions) and, from training, ``loss.png``. Nothing is pickled.
 """
-import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
+import captioning.stack  # noqa: F401  (Theano flags and the Lasagne backport first)
 
 import json
 import os
@@ -42,8 +42,9 @@ from lasagne.layers import (InputLayer, EmbeddingLayer, DropoutLayer,
                             get_all_layers)
 
 from broadcast import BroadcastLayer, UnbroadcastLayer
-from captioning.files import atomic_write
-from captioning.theano_setup import SPEEDUPS
+from captioning.errors import CaptionError
+from captioning.io.files import atomic_write
+from captioning.stack.theano_setup import SPEEDUPS
 # The vocabulary lives with the normaliser; re-exported for older imports.
 from captioning.text import (END, NORMALISER, PAD_ix, START, UNK, Vocabulary,
                              caption_tokens)
@@ -62,7 +63,7 @@ READABLE_VERSIONS = (1, 2)
 TEXT_NORMALISER = NORMALISER
 
 
-class ModelFileError(Exception):
+class ModelFileError(CaptionError):
     """A model directory that is missing, incomplete or does not fit."""
 
 
@@ -108,7 +109,7 @@ class CaptionModel:
         weights); :meth:`prepare_codes` applies it.
     encoder_record : dict or None
         What made the image codes the model is trained on
-        (:meth:`captioning.encode.Encoder.record`); set by training, saved
+        (:meth:`captioning.cnn.encode.Encoder.record`); set by training, saved
         in ``model.json``. None only for models saved before it was recorded.
 
     Functions are compiled lazily, on first use, because a Theano compile
@@ -410,7 +411,7 @@ def lstm_tick(decoder, x, cell_prev, hid_prev):
     cell_input = decoder.nonlinearity_cell(cell_input)
     cell = forgetgate * cell_prev + ingate * cell_input
     # Lasagne master adds the output gate's peephole *before* the sigmoid
-    # (0.1 added it after; captioning.lasagne_compat backports the fix);
+    # (0.1 added it after; captioning.stack.lasagne_compat backports the fix);
     # tests/test_model.py checks this tick against the full graph.
     if decoder.peepholes:
         outgate += cell * decoder.W_cell_to_outgate
@@ -428,7 +429,7 @@ def save_model(model, model_dir, extra=None, weights=True):
     model : CaptionModel
     model_dir : str or Path
         Created if missing. Files are replaced atomically
-        (:func:`captioning.files.atomic_write`), so an interrupt never leaves
+        (:func:`captioning.io.files.atomic_write`), so an interrupt never leaves
         a half-written model.
     extra : dict, optional
         More JSON-able facts to keep in ``model.json`` (e.g. training

@@ -1,4 +1,4 @@
-"""``caption train``: fit the seminar graph on Flickr8k and write a model dir.
+"""Training for ``caption train``: fit the seminar graph on Flickr8k and write a model dir.
 
 Trains with Adam on the standard train split (6,000 photos x 5 captions)
 minus a fixed *selection* slice: 500 of its photos, chosen by a salted hash
@@ -26,11 +26,10 @@ estimate. Writes into ``--out``:
     the selection slice's greedy BLEU-4 (for information only).
 
 The photos' CNN codes are computed once and cached
-(:func:`captioning.encode.encode`); ``model.json`` records which CNN made them.
+(:func:`captioning.cnn.encode.encode`); ``model.json`` records which CNN made them.
 """
-import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
-
-import argparse
+# Theano comes in with the model, imported inside train(): importing this
+# module (as `caption train --help` does) stays light.
 import hashlib
 import json
 import sys
@@ -39,9 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from captioning.cli import UsageError
+from captioning.errors import CaptionError
 
-__all__ = ["register", "run", "train", "selection_split", "stale_epochs",
+__all__ = ["TrainingError", "train", "selection_split", "stale_epochs",
            "next_learning_rate", "stop_reason", "kept_epoch"]
 
 DEFAULT_MINUTES = 55     # the whole run, compile and validation included
@@ -58,70 +57,39 @@ PLOT_FILE = "loss.png"
 SEED = 0
 
 
-def register(subparsers):
-    p = subparsers.add_parser(
-        "train", help="train the captioning model on Flickr8k",
-        description="Train the seminar's LSTM captioner on the Flickr8k train "
-                    "split, minus %d of its photos held out to choose the "
-                    "epoch, schedule the learning rate and stop when learning "
-                    "stops; the dev split is never read. Interrupt at any "
-                    "time: rerunning the same command resumes from the last "
-                    "finished epoch." % SELECTION_IMAGES)
-    p.add_argument("--flickr8k", required=True, metavar="DIR",
-                   help="Flickr8k folder: images/, Flickr8k.token.txt and "
-                        "the Flickr_8k.trainImages.txt split list")
-    p.add_argument("--out", required=True, metavar="MODEL_DIR",
-                   help="model directory to write (and resume from)")
-    p.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
-                   help="wall-clock budget of the whole run, resumed runs "
-                        "included (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
-                   help="stop after this many epochs (default %(default)s)")
-    p.add_argument("--patience", type=int, default=PATIENCE,
-                   help="stop after this many epochs in a row without the "
-                        "selection loss improving by %g (default "
-                        "%%(default)s)" % MIN_DELTA)
-    from captioning.encode import CNNS, DEFAULT_CNN
-    p.add_argument("--cnn", choices=CNNS, default=DEFAULT_CNN,
-                   help="CNN whose codes to train on (default %(default)s); "
-                        "model.json records it")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE,
-                   help=argparse.SUPPRESS)  # tuning knob for tests
-    p.add_argument("--embed-size", type=int, default=None,
-                   help=argparse.SUPPRESS)  # tuning knob for tests
-    p.add_argument("--lstm-units", type=int, default=None,
-                   help=argparse.SUPPRESS)  # tuning knob for tests
-    p.set_defaults(func=run, encoder=None)
+class TrainingError(CaptionError):
+    """The photos, captions or model directory cannot be trained on (or
+    resumed from); the message says why and what to do."""
 
 
 def load_flickr8k(folder):
     """``(image names, image paths, raw captions per image)`` of the train
     list; refuses a train list that shares photos with the dev/test lists."""
-    from captioning.data import DataError
-    from captioning.flickr8k import (SPLIT_FILES, TOKEN_FILE, image_folder,
+    from captioning.datasets.formats import DataError
+    from captioning.datasets.flickr8k import (SPLIT_FILES, TOKEN_FILE, image_folder,
                                      is_flickr8k_dir, read_split_lists,
                                      read_tokens)
     folder = Path(folder)
     if not is_flickr8k_dir(folder):
-        raise UsageError("%s is not a Flickr8k folder: it needs %s and "
+        raise TrainingError("%s is not a Flickr8k folder: it needs %s and "
                          "images/" % (folder, TOKEN_FILE))
     try:
         captions = read_tokens(folder / TOKEN_FILE)
         lists = read_split_lists(folder)
     except DataError as error:
-        raise UsageError(str(error))
+        raise TrainingError(str(error))
     if "train" not in lists:
-        raise UsageError("%s has no %s" % (folder, SPLIT_FILES["train"]))
+        raise TrainingError("%s has no %s" % (folder, SPLIT_FILES["train"]))
     for split in ("val", "test"):
         shared = sorted(set(lists["train"]) & set(lists.get(split, ())))
         if shared:
-            raise UsageError("%d photos of %s are also in %s (%s): the "
+            raise TrainingError("%d photos of %s are also in %s (%s): the "
                              "evaluation photos must stay out of training"
                              % (len(shared), SPLIT_FILES["train"],
                                 SPLIT_FILES[split], ", ".join(shared[:3])))
     names = [n for n in dict.fromkeys(lists["train"]) if n in captions]
     if not names:
-        raise UsageError("no image of the train list has captions")
+        raise TrainingError("no image of the train list has captions")
     image_dir = image_folder(folder)
     return names, [image_dir / n for n in names], [captions[n] for n in names]
 
@@ -132,7 +100,7 @@ def selection_split(names, n_selection=SELECTION_IMAGES):
     sha256 comes first, so the choice does not depend on the list's order
     and stays the same from run to run."""
     if len(names) < 2:
-        raise UsageError("the train list needs at least 2 photos (one is "
+        raise TrainingError("the train list needs at least 2 photos (one is "
                          "held out to choose the epoch)")
     n = max(1, min(n_selection, len(names) // 10))
     ranked = sorted(names, key=lambda name: hashlib.sha256(
@@ -151,16 +119,16 @@ def fingerprint(names, captions):
 
 def encode_split(names, paths, captions, encoder):
     """Cached CNN codes; drop (and report) photos that cannot be read."""
-    from captioning.encode import EncoderError, encode
+    from captioning.cnn.encode import EncoderError, encode
     try:
         codes, kept, failures = encode(paths, encoder, cache=True,
                                        progress=True)
     except EncoderError as error:
-        raise UsageError(str(error))
+        raise TrainingError(str(error))
     for path, reason in failures:
         print("skipping %s: %s" % (path, reason), file=sys.stderr)
     if not kept:
-        raise UsageError("none of the %d images could be read" % len(paths))
+        raise TrainingError("none of the %d images could be read" % len(paths))
     return codes, [names[i] for i in kept], [captions[i] for i in kept]
 
 
@@ -271,7 +239,7 @@ def plot_history(history, path, kept=None, stopped=None):
     import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from captioning.files import atomic_write
+    from captioning.io.files import atomic_write
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
@@ -321,14 +289,14 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
           patience=PATIENCE, encoder=None):
     """Train (or resume) and write the model directory; returns the history.
 
-    ``encoder`` (a :class:`captioning.encode.Encoder`, default
+    ``encoder`` (a :class:`captioning.cnn.encode.Encoder`, default
     EfficientNet-Lite0 logits) makes the photos' codes; the model records it.
     """
     from tqdm import tqdm
     from captioning.checkpoint import (CheckpointMismatch, check_meta,
                                        load_checkpoint, read_checkpoint,
                                        save_checkpoint)
-    from captioning.encode import Encoder
+    from captioning.cnn.encode import Encoder
     from captioning.model import DEFAULT_HYPER, CaptionModel, save_model
     from captioning.text import Vocabulary
 
@@ -339,7 +307,7 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     codes, names, captions = encode_split(*listed, encoder)
     is_held = np.array([n in held for n in names], bool)
     if is_held.all() or not is_held.any():
-        raise UsageError("no readable photo left to %s"
+        raise TrainingError("no readable photo left to %s"
                          % ("train on" if is_held.all() else "choose the epoch"))
     train_codes, sel_codes = codes[~is_held], codes[is_held]
     train_names = [n for n in names if n not in held]
@@ -364,12 +332,12 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
             state, saved_meta = read_checkpoint(str(state_path))
             check_meta(state_path, saved_meta, meta)
         except CheckpointMismatch as error:
-            raise UsageError("cannot resume: %s. %s" % (error, (
+            raise TrainingError("cannot resume: %s. %s" % (error, (
                 "Use the same options, or --out a new directory"
                 if error.differences else
                 "Use --out a new directory, or delete it to start afresh")))
         except (OSError, ValueError, KeyError) as error:
-            raise UsageError("cannot read %s: %s; --out a new directory"
+            raise TrainingError("cannot read %s: %s; --out a new directory"
                              % (state_path, error))
         history, spent = state["history"], state["seconds"]
         reason = stop_reason(history, spent, epochs, minutes, patience)
@@ -473,21 +441,3 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
         save_model(model, out, extra={"training": training}, weights=False)
         plot_history(history, out / PLOT_FILE, kept_epoch(history), reason)
     return history
-
-
-def run(args):
-    if min(args.minutes, args.epochs, args.batch_size, args.patience) <= 0:
-        raise UsageError("--minutes, --epochs, --patience and --batch-size "
-                         "must be > 0")
-    from captioning.encode import Encoder
-    history = train(args.flickr8k, args.out, args.minutes, args.epochs,
-                    args.batch_size, args.embed_size, args.lstm_units,
-                    args.patience, args.encoder or Encoder(args.cnn))
-    if history:
-        kept = kept_epoch(history)
-        print(json.dumps({"model": str(args.out), "epochs": len(history),
-                          "kept_epoch": kept,
-                          "selection_loss": round(
-                              history[kept - 1]["selection_loss"], 4),
-                          "minutes": round(history[-1]["seconds"] / 60, 1)}))
-    return 0

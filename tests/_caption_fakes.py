@@ -5,7 +5,7 @@ import functools
 
 import numpy as np
 
-import captioning  # noqa: F401  (Theano flags first)
+import captioning.stack  # noqa: F401  (Theano flags first)
 from captioning.model import CaptionModel, Vocabulary
 
 WORDS = ["#UNK#", "#START#", "#END#"] + ["w%d" % i for i in range(12)]

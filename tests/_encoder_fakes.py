@@ -1,13 +1,13 @@
-"""A stand-in for ``captioning.encode.Encoder``: no CNN, codes from a
+"""A stand-in for ``captioning.cnn.encode.Encoder``: no CNN, codes from a
 known function of each file, passed to the code under test as its
-``encoder`` argument (or ``captioning.cli.main(argv, encoder=...)``).
+``encoder`` argument (or ``captioning.commands.main(argv, encoder=...)``).
 
 It records what it was asked to do: ``loaded`` (every path read, in order)
 and ``batches`` (the number of images of each CNN call).
 """
 import os
 
-from captioning.images import ImageError
+from captioning.cnn.images import ImageError
 
 
 class FakeEncoder:

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from _encoder_fakes import FakeEncoder
-from captioning.images import load_rgb
+from captioning.cnn.images import load_rgb
 
 COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20)}
 CAPTIONS = {

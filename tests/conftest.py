@@ -9,7 +9,7 @@ imports it.
 """
 import pytest
 
-import captioning  # noqa: F401
+import captioning.stack  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

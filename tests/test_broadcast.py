@@ -1,5 +1,5 @@
 """BroadcastLayer / UnbroadcastLayer against a numpy per-timestep loop."""
-import captioning  # noqa: F401
+import captioning.stack  # noqa: F401
 
 import numpy as np
 import pytest

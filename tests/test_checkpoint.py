@@ -1,4 +1,4 @@
-import captioning  # noqa: F401
+import captioning.stack  # noqa: F401
 
 import numpy as np
 import pytest

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from _flickr8k_fakes import DEV, TRAIN, fake_encoder, make_fake_flickr8k
-from captioning.cli import main as caption
-from captioning.encode import Encoder
+from captioning.commands import main as caption
+from captioning.cnn.encode import Encoder
 from captioning.text import NORMALISER
 
 TINY = ["--embed-size", "8", "--lstm-units", "16", "--batch-size", "8"]

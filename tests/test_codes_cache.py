@@ -1,14 +1,14 @@
 """The code cache's file: keys, save/load round trip, damaged files.
 
 What is encoded when, and resuming, are tested through
-``captioning.encode.encode`` in test_encode.py. conftest.py gives every
+``captioning.cnn.encode.encode`` in test_encode.py. conftest.py gives every
 test an empty ``CAPTION_CACHE_DIR``.
 """
 import os
 
 import numpy as np
 
-from captioning import codes_cache
+from captioning.cnn import codes_cache
 
 
 def test_the_key_is_the_absolute_path_the_size_and_the_mtime(tmp_path,

@@ -10,13 +10,14 @@ import pytest
 from PIL import Image
 
 from _data_fakes import fake_codes, fake_encoder
-from captioning import data, flickr8k
-from captioning.cli import main
-from captioning.data import (DataError, Dataset, find_data, load_dataset,
-                             make_split, save_dataset)
+from captioning.commands import main
+from captioning.datasets import find, flickr8k, formats, seminar
+from captioning.datasets.find import find_data
+from captioning.datasets.formats import (DataError, Dataset, load_dataset,
+                                         make_split, save_dataset)
 from captioning.text import NORMALISER, normalise_caption
 
-SHARED_FLICKR8K = data.default_flickr8k_dir()
+SHARED_FLICKR8K = find.default_flickr8k_dir()
 
 
 # ------------------------------------------------------------ splits
@@ -34,9 +35,9 @@ def test_make_split_deterministic_by_image():
 
 
 def test_seminar_split_holds_out_5000():
-    s = data.seminar_split(123287)
+    s = formats.seminar_split(123287)
     assert (s == "val").sum() == 5000 and (s == "train").sum() == 118287
-    assert list(s[:50]) == list(data.seminar_split(123287)[:50])
+    assert list(s[:50]) == list(formats.seminar_split(123287)[:50])
 
 
 # ------------------------------------------------------------ load / save
@@ -108,7 +109,7 @@ def test_finish_seminar_records_files_and_keeps_originals(tmp_path):
     codes = np.ones((10, 1000), np.float32)
     write_bundle(tmp_path, codes, [["a dog"]] * 10)
     before = (tmp_path / "caption_tokens.pcl").read_bytes()
-    data.finish_seminar(tmp_path)
+    seminar.finish_seminar(tmp_path)
     assert (tmp_path / "caption_tokens.pcl").read_bytes() == before
     assert (tmp_path / "image_names.txt").read_text().splitlines()[3] == \
         "coco_000003"
@@ -206,8 +207,8 @@ def test_other_source_is_not_overwritten(tmp_path):
 
 def test_relative_data_dir_found_from_repo_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert data.resolve_data_dir("data") == data.REPO_ROOT / "data"
-    assert data.resolve_data_dir(tmp_path) == tmp_path
+    assert formats.resolve_data_dir("data") == formats.REPO_ROOT / "data"
+    assert formats.resolve_data_dir(tmp_path) == tmp_path
 
 
 # ------------------------------------------------------------ Flickr8k
@@ -278,7 +279,7 @@ def test_flickr8k_data_of_an_older_normaliser_is_refused_or_rebuilt(
         load_dataset(out)
     with pytest.raises(DataError, match="older version"):
         find_data(data_dir=out, build=False)
-    # `caption data check` refuses it in one line (cli.main prints it, exit 2)
+    # `caption data check` refuses it in one line (captioning.commands.main prints it, exit 2)
     capsys.readouterr()
     assert main(["data", "check", "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -314,7 +315,7 @@ def test_flickr8k_image_without_captions_reported(tmp_path, monkeypatch):
 
 
 def test_flickr8k_counts_every_image_extension(tmp_path):
-    # The one extension list (captioning.files): a .webp photo is an image
+    # The one extension list (captioning.io.files): a .webp photo is an image
     # too, so one without captions is reported, not silently skipped.
     make_flickr(tmp_path / "f8k", extra_image="999_z.webp")
     with pytest.raises(DataError, match="1 images in images have no caption"
@@ -422,7 +423,7 @@ def test_find_data_order(tmp_path, monkeypatch):
     assert ds.meta["image_dir"] == str((tmp_path / "f8k" / "images").resolve())
     assert find_data(data_dir=tmp_path / "d1").meta == ds.meta
 
-    from captioning import synthetic
+    from captioning.datasets import synthetic
     seen = []
     monkeypatch.setattr(synthetic, "build_synthetic",
                         lambda d, progress, encoder: seen.append(d) or "synthetic!")
@@ -470,7 +471,7 @@ def test_data_dir_written_as_coco_seminar_still_loads(tmp_path):
         {"split": ["train"] * 8 + ["val"] * 2}))
     (tmp_path / "dataset.json").write_text(json.dumps(
         {"source": "coco-seminar", "captions_file": "caption_tokens.pcl"}))
-    assert data.has_dataset(tmp_path) == "seminar"
+    assert formats.has_dataset(tmp_path) == "seminar"
     ds = load_dataset(tmp_path)
     assert ds.source == "seminar" and ds.meta["source"] == "seminar"
     assert list(ds.split) == ["train"] * 8 + ["val"] * 2
@@ -479,16 +480,16 @@ def test_data_dir_written_as_coco_seminar_still_loads(tmp_path):
     with pytest.raises(DataError, match="already holds seminar data"):
         save_dataset(toy(), tmp_path)
     # re-recording the bundle writes the new name
-    data.finish_seminar(tmp_path)
+    seminar.finish_seminar(tmp_path)
     assert json.loads((tmp_path / "dataset.json").read_text())["source"] \
         == "seminar"
 
 
 def test_cli_library_error_is_one_line_naming_the_command(tmp_path, capsys):
-    # An encoder error (captioning.encode.EncoderError, raised below the
-    # command layer) reaches cli.main, which prints it as one line, exit 2.
-    from captioning.cli import main
-    from captioning.encode import EncoderError
+    # An encoder error (captioning.cnn.encode.EncoderError, raised below the
+    # command layer) reaches captioning.commands.main, which prints it as one line, exit 2.
+    from captioning.commands import main
+    from captioning.cnn.encode import EncoderError
 
     class MissingWeights(type(fake_encoder())):
         def batch_function(self, inputs):
@@ -505,9 +506,9 @@ def test_cli_library_error_is_one_line_naming_the_command(tmp_path, capsys):
 
 def test_flickr8k_env_var_overrides_default(monkeypatch, tmp_path):
     monkeypatch.setenv("CAPTION_FLICKR8K_DIR", str(tmp_path))
-    assert data.default_flickr8k_dir() == tmp_path
+    assert find.default_flickr8k_dir() == tmp_path
     monkeypatch.delenv("CAPTION_FLICKR8K_DIR")
-    assert data.default_flickr8k_dir() == (data.REPO_ROOT.parent / "shared"
+    assert find.default_flickr8k_dir() == (formats.REPO_ROOT.parent / "shared"
                                            / "flickr8k").resolve()
 
 

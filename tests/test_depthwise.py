@@ -2,14 +2,14 @@
 import numpy as np
 import pytest
 
-import captioning  # noqa: F401  (Theano flags first)
+import captioning.stack  # noqa: F401  (Theano flags first)
 import lasagne
 import theano
 import theano.tensor as T
 from lasagne.layers import Conv2DLayer, InputLayer
 
-from captioning.depthwise import DepthwiseConv2DLayer, DepthwiseConv2d
-from captioning.efficientnet import SamePadLayer, relu6
+from captioning.cnn.depthwise import DepthwiseConv2DLayer, DepthwiseConv2d
+from captioning.cnn.efficientnet import SamePadLayer, relu6
 
 
 @pytest.mark.parametrize("size, kernel, stride, padding, act", [

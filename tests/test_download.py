@@ -16,10 +16,10 @@ import threading
 import numpy as np
 import pytest
 
-from captioning.data import load_dataset
-from captioning.download import (DownloadError, OfflineError,
-                                 UnsafeArchiveError, download, fetch_seminar,
-                                 safe_extract)
+from captioning.datasets.formats import load_dataset
+from captioning.datasets.seminar import fetch_seminar
+from captioning.io.download import (DownloadError, OfflineError,
+                                    UnsafeArchiveError, download, safe_extract)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -192,7 +192,7 @@ def test_offline_is_one_line_and_exit_2(tmp_path, capsys):
     url = "http://127.0.0.1:%d/data.tar.gz" % free_port()
     with pytest.raises(OfflineError):
         download(url, tmp_path / "x", progress=False)
-    from captioning.cli import main
+    from captioning.commands import main
     assert main(["data", "seminar", "--out", str(tmp_path / "d"), "--url", url,
                  "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -1,7 +1,7 @@
 """EfficientNet-Lite0 port: reference logits, sample photos, pieces.
 
 The pretrained function is compiled once per process
-(``captioning.encode.Encoder().batch_function``).
+(``captioning.cnn.encode.Encoder().batch_function``).
 """
 import os
 from pathlib import Path
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import captioning  # noqa: F401  (Theano flags before theano)
-from captioning import efficientnet as E
-from captioning.images import load_rgb
+import captioning.stack  # noqa: F401  (Theano flags before theano)
+from captioning.cnn import efficientnet as E
+from captioning.cnn.images import load_rgb
 
 REPO = Path(__file__).resolve().parent.parent
 N_REFERENCE = 64  # of the 500 reference images; all 500 take ~1 min more
@@ -24,7 +24,7 @@ def flickr8k_dir():
 
 @pytest.fixture(scope="module")
 def logits_fn():
-    from captioning.encode import Encoder
+    from captioning.cnn.encode import Encoder
     return Encoder("efficientnet_lite0").batch_function
 
 

@@ -1,4 +1,4 @@
-"""captioning.encode: image paths -> codes through the cache, resumable.
+"""captioning.cnn.encode: image paths -> codes through the cache, resumable.
 
 The CNN is a fake passed as the ``encoder`` argument: its code of a file
 is the SHA-256 of the file's bytes (tiled to 1000 values), so the expected
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from _encoder_fakes import FakeEncoder
-from captioning import codes_cache, encode as encode_module
-from captioning.encode import Encoder, EncoderError, encode, encoder_for_model
+from captioning.cnn import codes_cache, encode as encode_module
+from captioning.cnn.encode import Encoder, EncoderError, encode, encoder_for_model
 
 
 def digest_code(path):

@@ -1,19 +1,19 @@
 """`caption extract` and the real encoder on a small folder with a corrupt file.
 
 Uses the real EfficientNet-Lite0 (compiled once per process by
-``captioning.encode.Encoder``, shared with test_efficientnet). Codes go
+``captioning.cnn.encode.Encoder``, shared with test_efficientnet). Codes go
 through the code cache (conftest.py gives each test an empty one).
 """
 import numpy as np
 import pytest
 from PIL import Image
 
-import captioning  # noqa: F401  (Theano flags first)
-from captioning import efficientnet as E
-from captioning import encode as encode_module
-from captioning.cli import main
-from captioning.encode import Encoder, encode
-from captioning.images import load_rgb
+import captioning.stack  # noqa: F401  (Theano flags first)
+from captioning.cnn import efficientnet as E
+from captioning.cnn import encode as encode_module
+from captioning.commands import main
+from captioning.cnn.encode import Encoder, encode
+from captioning.cnn.images import load_rgb
 
 GOOD = ["a_coffee.png", "b_chelsea.jpg", "c_camera.png", "d_rocket.jpg",
         "f_astronaut.webp"]
@@ -103,7 +103,7 @@ def test_interrupted_run_resumes_without_recomputing(image_dir, direct_codes,
 
 @pytest.mark.slow
 def test_list_order_and_missing_file(image_dir, direct_codes, tmp_path, capsys):
-    listing = tmp_path / "list.txt"        # read by captioning.files.read_list:
+    listing = tmp_path / "list.txt"        # read by captioning.io.files.read_list:
     listing.write_bytes(b"\xef\xbb\xbfd_rocket.jpg\r\n\r\na_coffee.png\r\n"
                         b"no_such.jpg\r\n")  # a BOM, CRLF and a blank line
     out = tmp_path / "sub" / "codes.npy"
@@ -162,9 +162,9 @@ def test_usage_errors(tmp_path, capsys):
 
 def test_library_raises_its_own_error_not_the_command_layers():
     # the encoder is library code: its bad-input error is EncoderError (which
-    # cli.main prints as one line), not captioning.cli.UsageError.
-    from captioning.cli import UsageError
-    from captioning.encode import Encoder, EncoderError
+    # captioning.commands.main prints as one line), not captioning.commands.UsageError.
+    from captioning.commands import UsageError
+    from captioning.cnn.encode import Encoder, EncoderError
     with pytest.raises(EncoderError, match="unknown CNN 'vgg'") as error:
         Encoder("vgg")
     assert not isinstance(error.value, UsageError)

@@ -1,14 +1,14 @@
-"""captioning.fastmath's vector maths header: loops that GCC vectorises call
+"""captioning.stack.speed.fastmath's vector maths header: loops that GCC vectorises call
 glibc's libmvec, whose results agree with numpy's float64 maths."""
 import re
 
 import numpy as np
 import pytest
 
-import captioning  # noqa: F401  (Theano flags first)
+import captioning.stack  # noqa: F401  (Theano flags first)
 import theano
 import theano.tensor as T
-from captioning import fastmath
+from captioning.stack.speed import fastmath
 
 needs_header = pytest.mark.skipif(
     not fastmath.SIMD_MATH.is_file(),

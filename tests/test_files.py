@@ -1,4 +1,4 @@
-"""captioning.files: the atomic writer, the list-file reader, the image
+"""captioning.io.files: the atomic writer, the list-file reader, the image
 extension list (expected values written out by hand)."""
 import os
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.files import (IMAGE_EXTENSIONS, atomic_write, is_image_name,
+from captioning.io.files import (IMAGE_EXTENSIONS, atomic_write, is_image_name,
                               read_list)
-from captioning.images import load_rgb
+from captioning.cnn.images import load_rgb
 
 
 # ------------------------------------------------------------ atomic_write

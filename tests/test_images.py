@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.images import ImageError, load_rgb
+from captioning.cnn.images import ImageError, load_rgb
 
 
 def _rgb_pattern(h, w):

@@ -1,9 +1,9 @@
-"""Conv2DLayer with captioning.lasagne_compat.conv (flip_filters, num_groups,
+"""Conv2DLayer with captioning.stack.lasagne_compat.conv (flip_filters, num_groups,
 pad modes) vs scipy.
 
 Each case compiles one small Theano function, so shapes are tiny.
 """
-import captioning  # noqa: F401  (Theano flags and the backport first)
+import captioning.stack  # noqa: F401  (Theano flags and the backport first)
 
 import numpy as np
 import pytest
@@ -14,7 +14,7 @@ from scipy.signal import convolve2d, correlate2d
 import lasagne
 from lasagne.layers import Conv2DLayer, InputLayer, get_output
 
-from captioning.lasagne_compat import conv as conv_backport
+from captioning.stack.lasagne_compat import conv as conv_backport
 
 
 def reference_conv(x, W, b, stride, pad, flip, groups, untie=False):

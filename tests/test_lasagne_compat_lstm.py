@@ -1,10 +1,10 @@
-"""LSTMLayer with captioning.lasagne_compat.lstm against a plain numpy LSTM,
+"""LSTMLayer with captioning.stack.lasagne_compat.lstm against a plain numpy LSTM,
 and its incomings in Lasagne master's order.
 
 Most graphs are compiled with the pure-Python linker (no C compilation, the
 graphs are tiny); one test uses Theano's default mode to cover the C path.
 """
-import captioning  # noqa: F401  (before theano/lasagne)
+import captioning.stack  # noqa: F401  (before theano/lasagne)
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ from lasagne.init import Normal
 from lasagne.layers import (DenseLayer, Gate, InputLayer, LSTMLayer,
                             get_all_layers, get_all_params, get_output)
 
-from captioning.lasagne_compat import lstm as lstm_backport
+from captioning.stack.lasagne_compat import lstm as lstm_backport
 
 PY = theano.compile.Mode(linker="py", optimizer="fast_compile")
 B, TIME, D, N = 2, 4, 3, 5  # batch, time steps, input features, units

@@ -1,4 +1,4 @@
-"""Pool2DLayer / MaxPool2DLayer (via captioning.lasagne_compat.pool's
+"""Pool2DLayer / MaxPool2DLayer (via captioning.stack.lasagne_compat.pool's
 downsample shim) vs numpy.
 
 The reference states the documented semantics independently of any
@@ -7,7 +7,7 @@ output-size formula: windows start at 0, s, 2s, ...; with
 with ``ignore_border=False`` one more, partial, window is added when the
 full ones leave input elements uncovered at the end (Caffe's ceil mode).
 """
-import captioning  # noqa: F401  (Theano flags and the backport first)
+import captioning.stack  # noqa: F401  (Theano flags and the backport first)
 
 import numpy as np
 import pytest

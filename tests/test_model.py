@@ -249,7 +249,7 @@ def test_a_seed_makes_the_initial_weights_repeatable():
 
 
 def test_train_functions_are_compiled_with_the_speed_settings(model):
-    from captioning.xent_ops import VectorCrossentropySoftmaxArgmax1HotWithBias
+    from captioning.stack.speed.xent_ops import VectorCrossentropySoftmaxArgmax1HotWithBias
     train_step, val_step = model.compile_train()
     for fn in (train_step, val_step):
         assert fn.maker.linker.allow_gc is False     # buffers reused between steps

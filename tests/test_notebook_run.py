@@ -1,7 +1,7 @@
 """The committed notebook carries no data-set content and no progress noise."""
 import nbformat
 
-from captioning.notebook_run import (SCRUB_NOTE, drop_transient_stderr,
+from captioning.notebook.run import (SCRUB_NOTE, drop_transient_stderr,
                                      scrub_dataset_outputs)
 
 NOTEBOOK = "notebooks/image_captioning_seminar.ipynb"
@@ -58,7 +58,7 @@ import time  # noqa: E402
 
 import pytest  # noqa: E402
 
-from captioning import notebook_run  # noqa: E402
+from captioning.notebook import run as notebook_run  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -114,7 +114,7 @@ def write_notebook(path, cells):
 def start(args, env=None):
     """The runner in a subprocess; its pipes are binary, so a "\r" stays one."""
     env = dict(os.environ, PYTHONPATH=REPO, **(env or {}))
-    return subprocess.Popen([sys.executable, "-m", "captioning.notebook_run"] + args,
+    return subprocess.Popen([sys.executable, "-m", "captioning.notebook.run"] + args,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             cwd=REPO, env=env)
 

@@ -14,12 +14,12 @@ import textwrap
 
 import pytest
 
-from captioning import parallel_compile
+from captioning.stack.speed import parallel_compile
 
 SCRIPT = textwrap.dedent("""
     import json, threading
-    import captioning
-    from captioning import parallel_compile
+    import captioning.stack
+    from captioning.stack.speed import parallel_compile
     import numpy as np, theano, theano.tensor as T
 
     lock = threading.Lock()

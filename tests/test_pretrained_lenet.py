@@ -13,7 +13,7 @@ the ONNX graph: one row/column of end padding on each stride-2 max pool is
 exactly ceil mode here (the padding never wins a max), and pool5 gets no
 padding. ``test_onnx_graph_rounds_down`` pins that reading of the graph.
 """
-import captioning  # noqa: F401  (Theano flags and the backport first)
+import captioning.stack  # noqa: F401  (Theano flags and the backport first)
 
 import os
 import pickle

@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from captioning.pth import LEGACY_MAGIC, PthError, load_state_dict
+from captioning.cnn.pth import LEGACY_MAGIC, PthError, load_state_dict
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ def test_not_a_torch_file(tmp_path):
 
 
 def test_packaged_efficientnet_weights():
-    from captioning.efficientnet import default_weights_path
+    from captioning.cnn.efficientnet import default_weights_path
     state = load_state_dict(default_weights_path())
     assert len(state) == 296
     assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)

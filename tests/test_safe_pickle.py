@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from captioning.safe_pickle import (NUMPY_ARRAYS, UnsafePickleError,
+from captioning.io.safe_pickle import (NUMPY_ARRAYS, UnsafePickleError,
                                     fix_py2_text, safe_load, safe_loads)
 
 # A Python 2 protocol-2 pickle of [['a dog', 'caf\xc3\xa9']] (two py2 str,
@@ -114,7 +114,7 @@ def _calls(module, name):
     ("os", "system"), ("torch._utils", "_rebuild_tensor_v2"),
     ("numpy.core.multiarray", "scalar"), ("collections", "OrderedDict")])
 def test_caption_pickle_refuses_globals_of_other_uses(tmp_path, module, name):
-    from captioning.data import DataError, load_dataset
+    from captioning.datasets.formats import DataError, load_dataset
     np.save(tmp_path / "image_codes.npy", np.zeros((1, 1000), np.float32))
     (tmp_path / "caption_tokens.pcl").write_bytes(_calls(module, name))
     with pytest.raises(DataError, match=re.escape("refusing to load %s.%s" % (module, name))):

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 RUN = textwrap.dedent("""
     import json, sys
-    import captioning
+    import captioning.stack
     import lasagne, numpy as np, theano
     from captioning.model import CaptionModel, Vocabulary
     lasagne.random.set_rng(np.random.RandomState(42))

@@ -113,7 +113,7 @@ DESCRIBE = textwrap.dedent('''
         for name in modules:
             importlib.import_module(name)
     else:
-        import captioning, theano
+        import captioning.stack, theano
         from theano import configparser
         from captioning.model import CaptionModel
         modules = theano_modules()

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from _data_fakes import fake_codes, fake_encoder
-from captioning import synthetic
-from captioning.data import DataError, load_dataset, save_dataset
+from captioning.datasets import synthetic
+from captioning.datasets.formats import DataError, load_dataset, save_dataset
 from captioning.text import normalise_caption
 
 

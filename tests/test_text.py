@@ -7,8 +7,8 @@ from nltk.tokenize import TreebankWordTokenizer
 from PIL import Image
 
 from _flickr8k_fakes import fake_encoder
-from captioning import cli, metrics, train
-from captioning.data import load_dataset
+from captioning import commands, metrics, training
+from captioning.datasets.formats import load_dataset
 from captioning.text import (END, PAD_ix, START, UNK, Vocabulary,
                              caption_tokens, normalise_caption, ptb_tokenize)
 
@@ -121,7 +121,7 @@ def test_data_files_caption_train_and_metrics_see_the_same_tokens(
     (folder / "Flickr8k.token.txt").write_text("".join(
         "%s#0\t%s\n" % (n, c) for n, c in zip(names, MIXED)), "utf-8")
     out = tmp_path / "data"
-    assert cli.main(["data", "flickr8k", "--flickr8k", str(folder),
+    assert commands.main(["data", "flickr8k", "--flickr8k", str(folder),
                      "--out", str(out), "--no-progress"],
                     encoder=fake_encoder()) == 0
 
@@ -130,7 +130,7 @@ def test_data_files_caption_train_and_metrics_see_the_same_tokens(
     # the notebook's tokenising cell: caption_tokens of each stored caption
     notebook = [caption_tokens(caps[0]) for caps in stored]
     # caption train: its caption pairs, from the raw captions
-    _, trained = train.caption_pairs(range(len(MIXED)), [[c] for c in MIXED])
+    _, trained = training.caption_pairs(range(len(MIXED)), [[c] for c in MIXED])
     # the metrics: the tokens they score, from the raw captions
     scored = [[START] + metrics.ptb_tokenize(c) + [END] for c in MIXED]
     assert notebook == trained == scored

@@ -1,4 +1,4 @@
-"""captioning.theano_opt's SIMD elementwise loops compute what numpy computes.
+"""captioning.stack.speed.theano_opt's SIMD elementwise loops compute what numpy computes.
 
 The rewrite only adds ``#pragma omp simd`` to Theano's contiguous loop, so
 every result must equal the same float32 arithmetic done by numpy, bit for
@@ -8,10 +8,10 @@ Theano's own loops (the rewrite excluded) otherwise.
 import numpy as np
 import pytest
 
-import captioning  # noqa: F401  (Theano flags first)
+import captioning.stack  # noqa: F401  (Theano flags first)
 import theano
 import theano.tensor as T
-from captioning.theano_opt import SIMD_ELEMWISE, SimdElemwise
+from captioning.stack.speed.theano_opt import SIMD_ELEMWISE, SimdElemwise
 from theano.tensor.elemwise import Elemwise
 
 PLAIN = theano.compile.get_default_mode().excluding(SIMD_ELEMWISE)

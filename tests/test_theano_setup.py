@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from captioning import fastmath
-from captioning.theano_setup import (BLAS_RENAMES, DEFAULT_FLAGS, SPEED_FLAGS, STACK_FLAGS,
+from captioning.stack.speed import fastmath
+from captioning.stack.theano_setup import (BLAS_RENAMES, DEFAULT_FLAGS, SPEED_FLAGS, STACK_FLAGS,
                                      blas_library, merge_flags)
 
 # The defaults with the speed-ups on, whatever this process's CAPTION_SPEEDUPS.
@@ -78,7 +78,7 @@ def run_python(code, flags=None):
 @pytest.mark.slow
 def test_import_configures_theano_in_a_fresh_process():
     out = run_python("import captioning, theano; "
-                     "from captioning.theano_setup import DEFAULT_FLAGS as D; "
+                     "from captioning.stack.theano_setup import DEFAULT_FLAGS as D; "
                      "print(theano.config.floatX, "
                      "theano.config.blas.ldflags == D['blas.ldflags'])")
     assert out == ["float32", "True"]
@@ -96,7 +96,7 @@ def test_blas_is_the_current_openblas_of_scipy_openblas32():
 
 
 def test_every_blas_function_theano_declares_is_renamed_to_the_library():
-    import captioning  # noqa: F401
+    import captioning.stack  # noqa: F401
     from theano.tensor import blas_headers
     library = ctypes.CDLL(blas_library(DEFAULT_FLAGS["blas.ldflags"]))
     declared = set(re.findall(r"\b([a-z][a-z0-9_]*_)\s*\(",
@@ -119,7 +119,7 @@ def test_every_blas_function_theano_declares_is_renamed_to_the_library():
 @pytest.mark.slow
 def test_theano_products_run_on_that_library_and_equal_numpy():
     code = textwrap.dedent("""
-        import captioning, numpy as np, theano, theano.tensor as T
+        import captioning.stack, numpy as np, theano, theano.tensor as T
         a, b, v = T.matrix(), T.matrix(), T.vector()
         f = theano.function([a, b, v], [T.dot(a, b), T.dot(a, v)])
         rng = np.random.RandomState(0)
@@ -149,7 +149,7 @@ def test_users_cxxflags_and_exclusions_keep_blas_and_the_defaults_working():
     # the header that renames Theano's BLAS calls to the library that
     # blas.ldflags links (and fastmath's include path): no module compiled.
     code = textwrap.dedent("""
-        import captioning, numpy as np, theano, theano.tensor as T
+        import captioning.stack, numpy as np, theano, theano.tensor as T
         a, b = T.matrix(), T.matrix()
         f = theano.function([a, b], T.dot(a, b))
         rng = np.random.RandomState(0)

@@ -13,10 +13,10 @@ import sys
 import numpy as np
 import pytest
 
-import captioning.train as train_module
+import captioning.training as train_module
 from _flickr8k_fakes import DEV, TRAIN, fake_encoder, make_fake_flickr8k
-from captioning.cli import main as caption
-from captioning.train import (next_learning_rate, selection_split,
+from captioning.commands import main as caption
+from captioning.training import (next_learning_rate, selection_split,
                               stale_epochs, stop_reason)
 
 TINY = ["--embed-size", "8", "--lstm-units", "16", "--batch-size", "8"]
@@ -42,7 +42,7 @@ def test_selection_split_holds_out_a_tenth_up_to_500_photos_by_name():
 @pytest.mark.slow
 def test_selection_split_is_the_same_in_another_process():
     names = ["photo%d.jpg" % i for i in range(200)]
-    code = ("import captioning.train as t; print(' '.join(t.selection_split("
+    code = ("import captioning.training as t; print(' '.join(t.selection_split("
             "['photo%d.jpg' % i for i in range(200)])[1]))")
     env = dict(os.environ, PYTHONHASHSEED="12345")
     other = subprocess.run([sys.executable, "-c", code], env=env, check=True,

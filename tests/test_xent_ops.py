@@ -1,4 +1,4 @@
-"""captioning.xent_ops computes what Theano's fused softmax/cross-entropy does.
+"""captioning.stack.speed.xent_ops computes what Theano's fused softmax/cross-entropy does.
 
 References: a float64 numpy softmax / cross-entropy / gradient, and Theano's
 own ops (the rewrite switched off by name). Inputs cover the seminar's
@@ -14,8 +14,8 @@ from theano.tensor.nnet.nnet import (CrossentropySoftmax1HotWithBiasDx,
                                      CrossentropySoftmaxArgmax1HotWithBias,
                                      crossentropy_softmax_argmax_1hot_with_bias)
 
-from captioning.theano_opt import VECTOR_XENT
-from captioning.xent_ops import (VectorCrossentropySoftmax1HotWithBiasDx,
+from captioning.stack.speed.theano_opt import VECTOR_XENT
+from captioning.stack.speed.xent_ops import (VectorCrossentropySoftmax1HotWithBiasDx,
                                  VectorCrossentropySoftmaxArgmax1HotWithBias)
 
 WITHOUT = theano.compile.get_default_mode().excluding(VECTOR_XENT)

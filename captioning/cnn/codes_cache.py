@@ -2,13 +2,13 @@
 
 Encoding Flickr8k's 7,000 photos with the CNN takes minutes; training and
 evaluation ask for the same photos again and again. The cache is one file
-per encoder (``codes-<cnn>.npz``, see :attr:`captioning.encode.Encoder.cache_name`)
+per encoder (``codes-<cnn>.npz``, see :attr:`captioning.cnn.encode.Encoder.cache_name`)
 in ``$CAPTION_CACHE_DIR`` or ``~/.cache/captioning``, holding ``keys`` and
 ``codes``. A photo is keyed by its absolute path, size and modification
 time, so an edited or replaced file is encoded again. The cache holds
 derived data: it lives outside the repository and is never committed.
 
-This module only stores and finds codes; :func:`captioning.encode.encode`
+This module only stores and finds codes; :func:`captioning.cnn.encode.encode`
 decides what to encode and saves the cache as it goes (so an interrupted
 run resumes).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from captioning.files import atomic_write
+from captioning.io.files import atomic_write
 
 __all__ = ["CACHE_ENV", "cache_dir", "file_key", "load", "save"]
 

@@ -35,8 +35,8 @@ from lasagne.layers import (Conv2DLayer, DenseLayer, ElemwiseSumLayer,
                             GlobalPoolLayer, InputLayer, Layer,
                             NonlinearityLayer)
 
-from .depthwise import DepthwiseConv2DLayer
-from .pth import load_state_dict
+from captioning.cnn.depthwise import DepthwiseConv2DLayer
+from captioning.cnn.pth import load_state_dict
 
 __all__ = ["BLOCKS", "BN_EPS", "INPUT_SIZE", "build_model", "preprocess",
            "load_weights", "default_weights_path", "class_names",
@@ -102,7 +102,7 @@ def _conv(incoming, name, num_filters, kernel, stride=1, groups=1,
     padding = (same_padding(h, kernel, stride), same_padding(w, kernel, stride))
     if groups > 1 and depthwise == "direct":
         # Direct C loop: pads, adds the bias and clips in one pass (see
-        # captioning.depthwise for why it beats grouped CorrMM here).
+        # captioning.cnn.depthwise for why it beats grouped CorrMM here).
         layer = DepthwiseConv2DLayer(incoming, kernel, stride=stride,
                                      padding=padding,
                                      relu6=nonlinearity is relu6, name=name)
@@ -133,7 +133,7 @@ def build_model(input_size=INPUT_SIZE, depthwise="direct"):
         Height and width of the input images (224 for the released weights).
     depthwise : {'direct', 'grouped'}
         How the depthwise convolutions run: 'direct' (default) uses
-        :class:`captioning.depthwise.DepthwiseConv2DLayer`, a C loop about
+        :class:`captioning.cnn.depthwise.DepthwiseConv2DLayer`, a C loop about
         10x faster on CPU; 'grouped' uses Lasagne's
         ``Conv2DLayer(num_groups=C, flip_filters=False)`` (Theano's grouped
         CorrMM). Same parameters, same outputs up to float rounding.
@@ -357,7 +357,7 @@ def compile_logits(model, layer="logits"):
     """Compile ``f(batch float32 NCHW) -> outputs of ``layer`` (deterministic).
 
     The pretrained logits function, compiled once per process, is
-    ``captioning.encode.Encoder().batch_function``.
+    ``captioning.cnn.encode.Encoder().batch_function``.
     """
     out = lasagne.layers.get_output(model[layer], deterministic=True)
     return theano.function([model["input"].input_var], out,

@@ -5,7 +5,7 @@ An :class:`Encoder` names what makes a code: the CNN, the feature kind
 the preprocessing; it holds the compiled CNN function (compiled once per
 process and weights file, see :attr:`Encoder.batch_function`).
 :func:`encode` turns image paths into codes through the code cache
-(:mod:`captioning.codes_cache`), saving it every :data:`CHUNK` photos, so an
+(:mod:`captioning.cnn.codes_cache`), saving it every :data:`CHUNK` photos, so an
 interrupted run resumes where it stopped. Every caller goes through here:
 ``caption extract``, ``caption data`` (Flickr8k and the generated world),
 ``caption train``, ``caption evaluate``, ``caption describe`` and the
@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from captioning import codes_cache
-from captioning.images import ImageError, load_rgb
+from captioning.cnn import codes_cache
+from captioning.cnn.images import ImageError, load_rgb
+from captioning.errors import CaptionError
 
 __all__ = ["CNNS", "DEFAULT_CNN", "FEATURE_KINDS", "CHUNK", "Encoder",
            "EncoderError", "encode", "encoder_for_model"]
@@ -54,7 +55,7 @@ LAYERS = {("efficientnet_lite0", "logits"): "logits",
           ("googlenet", "logits"): "loss3/classifier"}
 CODE_SIZES = {"logits": 1000}
 GOOGLENET_WEIGHTS = "data/blvc_googlenet.pkl"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # Photos encoded between two saves of the cache (~20 s of CNN work).
 CHUNK = 256
 
@@ -62,7 +63,7 @@ CHUNK = 256
 _COMPILED = {}
 
 
-class EncoderError(ValueError):
+class EncoderError(CaptionError, ValueError):
     """An encoder that cannot be built or does not fit; the message says
     what to do."""
 
@@ -87,7 +88,7 @@ def _import_pretrained_lenet():
 
 def _cnn_module(cnn):
     if cnn == "efficientnet_lite0":
-        from captioning import efficientnet
+        from captioning.cnn import efficientnet
         return efficientnet
     lenet = _import_pretrained_lenet()
     if lenet is None:
@@ -199,7 +200,7 @@ class Encoder:
     def weights_path(self):
         """The weights file, checked; EncoderError says where to get it."""
         if self.cnn == "efficientnet_lite0":
-            from captioning import efficientnet
+            from captioning.cnn import efficientnet
             try:
                 path = (efficientnet.default_weights_path()
                         if self.weights is None else self.weights)

@@ -1,63 +1,45 @@
-"""``caption extract``: image files -> CNN codes (1000 ImageNet logits each).
+"""A folder of photos -> one codes file (what ``caption extract`` writes).
 
-::
-
-    caption extract --cnn {efficientnet_lite0,googlenet} --images DIR
-                    [--list FILE] --out CODES.npy [--weights PATH]
-                    [--batch-size N] [--no-progress]
-
-Writes ``CODES.npy`` (N x 1000 float32, row i = image i) and
-``CODES.names.txt`` (image i's name on line i). Images are taken in the
-order of ``--list`` (names relative to DIR, one per line), else all image
-files of DIR sorted by name.
-
-Resuming: the codes go through the code cache (``~/.cache/captioning`` or
-``$CAPTION_CACHE_DIR``, saved every 256 images), so an interrupted run,
-rerun, encodes only what is missing, and a rerun after a finished one
-encodes nothing unless an image changed. The output files are written to a
-temporary name and renamed, so ``CODES.npy`` is either absent or complete.
-
-Unreadable images are not dropped: their row is NaN (so row i is still
-image i), they are listed at the end with the reason, and the command
-exits with code 2 (0 when every image was encoded).
-
-In Python, :func:`captioning.encode.encode` does the same in memory.
+:func:`run_extract` writes ``CODES.npy`` (N x code size float32, row i =
+image i) and ``CODES.names.txt`` (image i's name on line i). Images are taken
+in the order of the list file (names relative to the folder, one per line),
+else all image files of the folder sorted by name. The codes go through the
+code cache, so a rerun encodes only what is missing; the files are written
+atomically. Unreadable images keep their row, as NaN, and are returned as
+failures. Bad input raises :class:`captioning.cnn.encode.EncoderError`.
 """
-import argparse
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from captioning.cli import UsageError
-from captioning.encode import CNNS, DEFAULT_CNN
+from captioning.cnn.encode import EncoderError, encode
+from captioning.io.files import atomic_write, is_image_name, read_list
 
-__all__ = ["list_images", "register", "run_extract"]
+__all__ = ["list_images", "names_path", "run_extract"]
 
 
 def list_images(images_dir, list_file=None):
     """Image names (relative to ``images_dir``) in extraction order.
 
-    ``list_file``: read by :func:`captioning.files.read_list` (one name a
+    ``list_file``: read by :func:`captioning.io.files.read_list` (one name a
     line, UTF-8, blank lines ignored, order kept). Otherwise every file in
     ``images_dir`` with an image extension, sorted.
     """
-    from captioning.files import is_image_name, read_list
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
-        raise UsageError("--images %s is not a directory" % images_dir)
+        raise EncoderError("--images %s is not a directory" % images_dir)
     if list_file is not None:
         try:
             names = read_list(list_file)
         except (OSError, ValueError) as error:
-            raise UsageError("cannot read --list %s: %s" % (
+            raise EncoderError("cannot read --list %s: %s" % (
                 list_file, getattr(error, "strerror", None) or error)) from None
     else:
         names = sorted(entry.name for entry in os.scandir(images_dir)
                        if entry.is_file() and is_image_name(entry.name))
     if not names:
-        raise UsageError("no images to encode in %s" % (list_file or images_dir))
+        raise EncoderError("no images to encode in %s" % (list_file or images_dir))
     return names
 
 
@@ -72,17 +54,12 @@ def run_extract(images_dir, out, encoder, list_file=None, batch_size=32,
                 progress=True):
     """The ``caption extract`` work: write the files, return
     ``(number of images, failures [(path, reason)])``."""
-    from captioning.files import atomic_write
-    from captioning.encode import EncoderError, encode
     if batch_size < 1:
-        raise UsageError("--batch-size must be >= 1")
+        raise EncoderError("--batch-size must be >= 1")
     names = list_images(images_dir, list_file)
     paths = [str(Path(images_dir) / name) for name in names]
-    try:
-        codes, kept, failures = encode(paths, encoder, cache=True,
-                                       progress=progress, batch_size=batch_size)
-    except EncoderError as error:
-        raise UsageError(str(error))
+    codes, kept, failures = encode(paths, encoder, cache=True,
+                                   progress=progress, batch_size=batch_size)
     rows = np.full((len(names), encoder.code_size), np.nan, dtype=np.float32)
     rows[kept] = codes
     with atomic_write(names_path(out), "w") as f:
@@ -90,47 +67,3 @@ def run_extract(images_dir, out, encoder, list_file=None, batch_size=32,
     with atomic_write(out) as f:
         np.save(f, rows, allow_pickle=False)
     return len(names), failures
-
-
-def _main(args):
-    from captioning.encode import Encoder
-    encoder = args.encoder or Encoder(args.cnn, weights=args.weights)
-    total, failures = run_extract(args.images, args.out, encoder,
-                                  list_file=args.list,
-                                  batch_size=args.batch_size,
-                                  progress=args.progress)
-    print("wrote %s (%d x %d) and %s" % (args.out, total, encoder.code_size,
-                                         names_path(args.out)))
-    if failures:
-        print("caption extract: %d of %d images could not be read; their rows "
-              "are NaN:" % (len(failures), total), file=sys.stderr)
-        for path, reason in failures:
-            print("  %s: %s" % (path, reason), file=sys.stderr)
-        return 2
-    return 0
-
-
-def register(subparsers):
-    """Add the ``extract`` subcommand (see :mod:`captioning.cli`)."""
-    parser = subparsers.add_parser(
-        "extract", help="encode images into CNN codes (N x 1000 logits)",
-        # The module docstring minus its title/usage block and Python notes.
-        description=__doc__[__doc__.index("Writes"):__doc__.index("In Python")],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cnn", choices=CNNS, default=DEFAULT_CNN,
-                        help="CNN (default: efficientnet_lite0, weights "
-                             "bundled; googlenet needs data/blvc_googlenet.pkl)")
-    parser.add_argument("--images", required=True, metavar="DIR",
-                        help="folder of image files")
-    parser.add_argument("--list", metavar="FILE",
-                        help="image names in DIR, one per line, in output order "
-                             "(default: all images in DIR, sorted)")
-    parser.add_argument("--out", required=True, metavar="CODES.npy",
-                        help="output array; names go to CODES.names.txt")
-    parser.add_argument("--weights", metavar="PATH",
-                        help="weights file (default: the CNN's usual one)")
-    parser.add_argument("--batch-size", type=int, default=32, metavar="N",
-                        help="images per CNN call (default 32)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bar")
-    parser.set_defaults(func=_main, encoder=None)

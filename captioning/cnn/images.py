@@ -30,12 +30,14 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from captioning.errors import CaptionError
+
 __all__ = ["ImageError", "load_rgb"]
 
-# Which file names count as images: captioning.files.IMAGE_EXTENSIONS.
+# Which file names count as images: captioning.io.files.IMAGE_EXTENSIONS.
 
 
-class ImageError(ValueError):
+class ImageError(CaptionError, ValueError):
     """An image file could not be read; ``path`` is the file at fault."""
 
     def __init__(self, path, reason):

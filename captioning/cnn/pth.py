@@ -11,7 +11,7 @@ outside the pickle. Two layouts exist:
   storage keys, then for each key an int64 element count and the raw bytes.
 
 Both are read with the package's restricted unpickler
-(:mod:`captioning.safe_pickle`): a pickle can name any Python callable, so the
+(:mod:`captioning.io.safe_pickle`): a pickle can name any Python callable, so the
 allow-list :data:`STATE_DICT` admits only ``collections.OrderedDict``, the
 tensor rebuild functions and the storage type names (mapped to local numpy
 code); anything else raises :class:`PthError`. Nothing is executed from the
@@ -25,7 +25,8 @@ import zipfile
 
 import numpy as np
 
-from .safe_pickle import AllowList, RestrictedUnpickler, UnsafePickleError
+from captioning.io.safe_pickle import AllowList, RestrictedUnpickler, UnsafePickleError
+from captioning.errors import CaptionError
 
 __all__ = ["PthError", "load_state_dict", "STATE_DICT"]
 
@@ -45,7 +46,7 @@ STORAGE_DTYPES = {
 }
 
 
-class PthError(ValueError):
+class PthError(CaptionError, ValueError):
     """The file is not a state dict this reader understands."""
 
 

@@ -12,7 +12,7 @@ synthetic  a generated picture world, offline (the default to try first)
 import argparse
 from pathlib import Path
 
-from .cli import UsageError
+from captioning.errors import UsageError
 
 __all__ = ["register"]
 
@@ -27,7 +27,7 @@ def register(subparsers):
 
     def add(name, help_):
         p = sources.add_parser(name, help=help_, description=help_)
-        # cli.main names the command in its error line: "caption data NAME"
+        # captioning.commands.main names the command in its error line: "caption data NAME"
         p.set_defaults(command="data " + name)
         p.add_argument("--out", default="data", metavar="DIR",
                        help="output directory (default: data/)")
@@ -65,11 +65,11 @@ def register(subparsers):
 
     p = add("check", "load a data directory and summarise it")
     p.set_defaults(func=_check)
-    parser.set_defaults(encoder=None)   # cli.main(..., encoder=) overrides
+    parser.set_defaults(encoder=None)   # captioning.commands.main(..., encoder=) overrides
 
 
 def _cnn_options(p):
-    from .encode import CNNS, DEFAULT_CNN
+    from captioning.cnn.encode import CNNS, DEFAULT_CNN
     p.add_argument("--cnn", choices=CNNS, default=DEFAULT_CNN,
                    help="CNN for the image codes (default %(default)s; see "
                         "`caption extract`)")
@@ -80,10 +80,10 @@ def _cnn_options(p):
 
 def _run(make, args):
     """Call ``make()``; data/download errors become a :class:`UsageError`
-    (one line and exit 2, printed by :func:`captioning.cli.main`)."""
-    from .data import DataError
-    from .download import DownloadError, UnsafeArchiveError
-    from .encode import EncoderError
+    (one line and exit 2, printed by :func:`captioning.commands.main`)."""
+    from captioning.datasets.formats import DataError
+    from captioning.io.download import DownloadError, UnsafeArchiveError
+    from captioning.cnn.encode import EncoderError
     try:
         dataset = make()
     except (DataError, DownloadError, UnsafeArchiveError,
@@ -104,20 +104,20 @@ def _summary(dataset, out):
 
 
 def _seminar(args):
-    from .download import SEMINAR_URL, fetch_seminar
+    from captioning.datasets.seminar import SEMINAR_URL, fetch_seminar
     return _run(lambda: fetch_seminar(
         args.out, url=args.url or SEMINAR_URL, progress=args.progress,
         keep_archive=args.keep_archive, force=args.force), args)
 
 
 def _encoder(args):
-    from .encode import Encoder
+    from captioning.cnn.encode import Encoder
     return args.encoder or Encoder(args.cnn)
 
 
 def _flickr8k(args):
-    from .data import default_flickr8k_dir
-    from .flickr8k import build_flickr8k
+    from captioning.datasets.find import default_flickr8k_dir
+    from captioning.datasets.flickr8k import build_flickr8k
     folder = Path(args.flickr8k) if args.flickr8k else default_flickr8k_dir()
     return _run(lambda: build_flickr8k(
         folder, args.out, encoder=_encoder(args), batch_size=args.batch_size,
@@ -127,7 +127,7 @@ def _flickr8k(args):
 
 
 def _synthetic(args):
-    from .synthetic import build_synthetic
+    from captioning.datasets.synthetic import build_synthetic
     return _run(lambda: build_synthetic(
         args.out, n=args.images, seed=args.seed, size=args.size,
         encoder=_encoder(args), batch_size=args.batch_size,
@@ -136,5 +136,5 @@ def _synthetic(args):
 
 
 def _check(args):
-    from .data import load_dataset
+    from captioning.datasets.formats import load_dataset
     return _run(lambda: load_dataset(args.out), args)

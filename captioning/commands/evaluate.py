@@ -11,15 +11,14 @@ progress on stderr and, as the last line on stdout, one JSON object::
 unknown, missing or unreadable are reported and left out; the rest are still
 scored, and the exit code is then 2.
 """
-import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
-
 import json
 import sys
 from pathlib import Path
 
-from captioning.cli import UsageError
-from captioning.describe import (add_cnn_option, check_beam, encode_or_fail,
-                                 load_model_or_fail, model_encoder)
+from captioning.commands.common import (add_cnn_option, check_beam,
+                                        encode_or_fail, load_model_or_fail,
+                                        model_encoder)
+from captioning.errors import UsageError
 
 __all__ = ["register", "run"]
 
@@ -50,7 +49,7 @@ def register(subparsers):
 
 def _listed_names(path):
     """The names of ``--list`` in order, each once."""
-    from captioning.files import read_list
+    from captioning.io.files import read_list
     try:
         return list(dict.fromkeys(read_list(path)))
     except (OSError, ValueError) as error:
@@ -58,9 +57,9 @@ def _listed_names(path):
 
 
 def run(args):
-    from captioning.data import DataError
+    from captioning.datasets.formats import DataError
     from captioning.decode import caption
-    from captioning.flickr8k import read_tokens
+    from captioning.datasets.flickr8k import read_tokens
     from captioning.metrics import score_captions
 
     check_beam(args.beam)

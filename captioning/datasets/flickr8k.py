@@ -17,17 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .encode import Encoder, encode
-from .data import (DataError, Dataset, _examples, check_target, make_split,
-                   load_dataset, refuse_unreadable, save_dataset)
-from .files import is_image_name, read_list
-from .text import normalise_caption
+from captioning.cnn.encode import Encoder, encode
+from captioning.datasets.formats import (
+    DataError, Dataset, _examples, check_target, image_folder, load_dataset,
+    make_split, refuse_unreadable, save_dataset)
+from captioning.io.files import is_image_name, read_list
+from captioning.text import normalise_caption
 
 __all__ = ["read_tokens", "read_split_lists", "collect", "build_flickr8k",
            "is_flickr8k_dir", "image_folder"]
 
 TOKEN_FILE = "Flickr8k.token.txt"
-IMAGE_DIRS = ("images", "Flicker8k_Dataset", "Flickr8k_Dataset")
 SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt",
                "val": "Flickr_8k.devImages.txt",
                "test": "Flickr_8k.testImages.txt"}
@@ -38,14 +38,6 @@ def is_flickr8k_dir(folder):
     """True if ``folder`` has the token file and an image folder."""
     folder = Path(folder)
     return (folder / TOKEN_FILE).is_file() and image_folder(folder) is not None
-
-
-def image_folder(folder):
-    """The folder of a Flickr8k directory that holds the photos, or None."""
-    for name in IMAGE_DIRS:
-        if (Path(folder) / name).is_dir():
-            return Path(folder) / name
-    return None
 
 
 def read_tokens(path):
@@ -88,7 +80,7 @@ def read_tokens(path):
 def read_split_lists(folder):
     """``{'train'|'val'|'test': [names]}`` for the split lists present.
 
-    Each is read by :func:`captioning.files.read_list`; an unreadable one
+    Each is read by :func:`captioning.io.files.read_list`; an unreadable one
     raises :class:`DataError`.
     """
     lists = {}
@@ -195,7 +187,7 @@ def build_flickr8k(folder, out_dir="data", encoder=None, batch_size=32,
                    allow_missing_images=False, force=False):
     """Encode a Flickr8k folder and save it to ``out_dir``.
 
-    ``encoder``: a :class:`captioning.encode.Encoder` (default:
+    ``encoder``: a :class:`captioning.cnn.encode.Encoder` (default:
     EfficientNet-Lite0 logits); ``dataset.json`` records it.
 
     Returns

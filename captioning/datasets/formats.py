@@ -9,7 +9,7 @@ A data directory (``data/`` by default) holds, for N images:
     separated by single spaces (no ``#START#``/``#END#``), normalised by
     :func:`captioning.text.normalise_caption` when loaded. The original
     bundle ships the Python 2 pickle, which is read through a restricted
-    unpickler (:mod:`captioning.safe_pickle`); new data is written as JSON.
+    unpickler (:mod:`captioning.io.safe_pickle`); new data is written as JSON.
 ``image_names.txt``
     N lines, the image file name (or id) of each row.
 ``split.json``
@@ -27,8 +27,8 @@ The original bundle (``image_codes.npy`` + ``caption_tokens.pcl`` only) also
 loads: names become ``coco_000000``... and the split is the seeded one of
 :func:`seminar_split` (``caption data seminar`` records both in files).
 
-Use :func:`load_dataset` for a given directory and :func:`find_data` to pick
-the best available source.
+Use :func:`load_dataset` for a given directory and
+:func:`captioning.datasets.find.find_data` to pick the best available source.
 """
 import contextlib
 import json
@@ -38,17 +38,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write
-from .safe_pickle import (NUMPY_ARRAYS, UnsafePickleError, fix_py2_text,
+from captioning.errors import CaptionError
+from captioning.io.files import atomic_write
+from captioning.io.safe_pickle import (NUMPY_ARRAYS, UnsafePickleError, fix_py2_text,
                           safe_load)
-from .text import NORMALISER, normalise_caption
+from captioning.text import NORMALISER, normalise_caption
 
 __all__ = [
     "DataError", "Dataset", "load_dataset", "save_dataset", "validate",
-    "make_split", "seminar_split", "find_data", "refuse_unreadable",
-    "resolve_data_dir", "default_flickr8k_dir", "has_dataset",
-    "SOURCES", "COMMANDS", "finish_seminar", "save_split",
-    "check_target", "source_name",
+    "make_split", "seminar_split", "refuse_unreadable", "resolve_data_dir",
+    "has_dataset", "read_meta", "stale_captions", "SOURCES", "COMMANDS",
+    "save_split", "check_target", "source_name",
 ]
 
 CODES_FILE = "image_codes.npy"
@@ -76,11 +76,13 @@ MAKE_HINT = ("run `caption data seminar` (the seminar's COCO bundle, 500 MB "
 SEMINAR_VAL_IMAGES = 5000
 SEMINAR_SPLIT_SEED = 0
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FLICKR8K_ENV = "CAPTION_FLICKR8K_DIR"
+# Where a Flickr8k directory keeps its photos (the names it ships under).
+FLICKR8K_IMAGE_DIRS = ("images", "Flicker8k_Dataset", "Flickr8k_Dataset")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-class DataError(ValueError):
+class DataError(CaptionError, ValueError):
     """Data missing or inconsistent; the message says what to do next."""
 
 
@@ -238,14 +240,6 @@ def resolve_data_dir(data_dir="data"):
     return candidate if candidate.exists() else path
 
 
-def default_flickr8k_dir():
-    """``$CAPTION_FLICKR8K_DIR``, else ``../shared/flickr8k`` beside the repo."""
-    env = os.environ.get(FLICKR8K_ENV)
-    if env:
-        return Path(env)
-    return (REPO_ROOT / ".." / "shared" / "flickr8k").resolve()
-
-
 def source_name(name):
     """Today's name of a source (``'coco-seminar'``, written by earlier
     versions, is ``'seminar'``); other names are returned unchanged."""
@@ -345,7 +339,7 @@ def load_dataset(data_dir="data"):
     codes_path = d / CODES_FILE
     if not codes_path.exists():
         raise _missing(codes_path, "the image codes")
-    meta = _read_meta(d)
+    meta = read_meta(d)
     if not meta and (d / CAPTIONS_JSON).exists():
         raise DataError("%s has %s but no %s: an interrupted write; rerun "
                         "the `caption data ...` command that made it"
@@ -353,7 +347,7 @@ def load_dataset(data_dir="data"):
     source = source_name(meta.get("source", "seminar"))
     if source not in SOURCES:
         raise DataError("%s: unknown source %r" % (d / META_FILE, source))
-    if _old_captions(source, meta):
+    if stale_captions(source, meta):
         raise DataError(
             "%s holds Flickr8k captions tokenised by an older version (they "
             "lost the 's and hyphens that `caption train` and the metrics "
@@ -396,13 +390,13 @@ def load_dataset(data_dir="data"):
     return Dataset(codes, captions, names, split, source, meta)
 
 
-def _read_meta(d):
+def read_meta(d):
     """``dataset.json`` of data directory ``d``, or {} when it has none."""
     path = Path(d) / META_FILE
     return json.loads(path.read_text("utf-8")) if path.exists() else {}
 
 
-def _old_captions(source, meta):
+def stale_captions(source, meta):
     """True for Flickr8k data saved under another caption normaliser.
 
     Only Flickr8k's saved captions can be stale: the seminar's pickle is
@@ -418,11 +412,18 @@ def _image_folder(data_dir, meta):
     if meta.get("images_dir"):
         folder = Path(data_dir) / meta["images_dir"]
     elif meta.get("flickr8k_dir"):
-        from .flickr8k import image_folder
         folder = image_folder(meta["flickr8k_dir"])
     else:
         folder = None
     return str(folder) if folder is not None and folder.is_dir() else None
+
+
+def image_folder(folder):
+    """The folder of a Flickr8k directory that holds the photos, or None."""
+    for name in FLICKR8K_IMAGE_DIRS:
+        if (Path(folder) / name).is_dir():
+            return Path(folder) / name
+    return None
 
 
 # ------------------------------------------------------------------ save
@@ -503,48 +504,6 @@ def save_split(out_dir, split, info=None):
         json.dump(record, f)
 
 
-def finish_seminar(out_dir):
-    """Record names, split and source beside an extracted COCO bundle.
-
-    The original ``image_codes.npy`` and ``caption_tokens.pcl`` are left
-    as they are (the seminar notebook reads them directly); this adds
-    ``image_names.txt``, ``split.json`` (seeded, 5000 val images) and
-    ``dataset.json``, after checking the bundle.
-
-    Returns
-    -------
-    Dataset
-    """
-    out = Path(out_dir)
-    for name in (CODES_FILE, CAPTIONS_PCL):
-        if not (out / name).exists():
-            raise DataError("%s has no %s after extraction: the archive is "
-                            "not the seminar's bundle; delete %s/data.tar.gz "
-                            "and rerun `caption data seminar`"
-                            % (out, name, out))
-    with contextlib.suppress(FileNotFoundError):
-        (out / META_FILE).unlink()
-    for name in (NAMES_FILE, SPLIT_FILE):   # regenerate, don't trust
-        with contextlib.suppress(FileNotFoundError):
-            (out / name).unlink()
-    dataset = load_dataset(out)
-    with atomic_write(out / NAMES_FILE, "w") as f:
-        f.write("".join(name + "\n" for name in dataset.names))
-    save_split(out, dataset.split, {
-        "seed": SEMINAR_SPLIT_SEED,
-        "method": "seeded random split by image, %d val images"
-                  % int((dataset.split == "val").sum())})
-    meta = {"source": "seminar", "captions_file": CAPTIONS_PCL,
-            "cnn": "googlenet (BVLC, the seminar's codes)",
-            "n_images": len(dataset),
-            "n_captions": sum(len(c) for c in dataset.captions),
-            "names": "row numbers; the bundle has no image ids"}
-    with atomic_write(out / META_FILE, "w") as f:
-        json.dump(meta, f, indent=1)
-    dataset.meta = meta
-    return dataset
-
-
 # ------------------------------------------------------------------ encode
 
 def refuse_unreadable(failures, n_images):
@@ -557,77 +516,3 @@ def refuse_unreadable(failures, n_images):
                _examples("%s: %s" % f for f in failures)))
 
 
-# ------------------------------------------------------------------ choose
-
-def find_data(preferred=None, data_dir="data", flickr8k_dir=None,
-              build=True, progress=True, encoder=None):
-    """Load the best available data, making it first if needed.
-
-    Order when ``preferred`` is None:
-
-    1. whatever ``data_dir`` already holds (the original seminar bundle, or
-       data made earlier by ``caption data ...``);
-    2. Flickr8k from ``flickr8k_dir`` (default ``$CAPTION_FLICKR8K_DIR``, else
-       ``../shared/flickr8k`` beside the repository), encoded into
-       ``data_dir``;
-    3. the generated picture world (``caption data synthetic``), offline.
-
-    Parameters
-    ----------
-    preferred : {'auto', 'seminar', 'flickr8k', 'synthetic'}, optional
-        Insist on this source; ``'auto'`` is the same as None (the
-        notebook passes its CAPTION_DATA through). ``'seminar'`` is never
-        downloaded here (500 MB): run ``caption data seminar``.
-    data_dir : str or Path
-    flickr8k_dir : str or Path, optional
-    build : bool
-        If false, only load; raise DataError when nothing is ready.
-    progress : bool
-    encoder : captioning.encode.Encoder, optional
-        Encodes the photos of a data set built here (default: EfficientNet-Lite0
-        logits).
-
-    Returns
-    -------
-    Dataset
-    """
-    preferred = None if preferred == "auto" else preferred
-    if preferred is not None:
-        preferred = source_name(preferred)
-        if preferred not in SOURCES:
-            raise DataError("unknown source %r; choose one of %s"
-                            % (preferred, ", ".join(("auto",) + SOURCES)))
-    d = resolve_data_dir(data_dir)
-    held = has_dataset(d)
-    if held and (preferred is None or held == preferred):
-        meta = _read_meta(d)
-        folder = meta.get("flickr8k_dir")
-        if build and _old_captions(held, meta) and folder:
-            from . import flickr8k
-            if flickr8k.is_flickr8k_dir(folder):
-                print("%s: captions tokenised by an older version; "
-                      "rebuilding them from %s" % (d, folder))
-                if encoder is None:   # the one that made these codes
-                    from .encode import Encoder
-                    encoder = Encoder.for_meta(meta, held)
-                return flickr8k.build_flickr8k(
-                    folder, d, encoder=encoder, progress=progress,   # and leaving out what it left out
-                    skip_unreadable="left_out_unreadable_images" in meta,
-                    allow_missing_images=(
-                        "left_out_captioned_images_without_file" in meta))
-        return load_dataset(d)
-    if held:
-        raise DataError("%s holds %s data, not %s; run `%s --out OTHER_DIR` "
-                        "and load that" % (d, held, preferred,
-                                           COMMANDS[preferred]))
-    if preferred == "seminar" or not build:
-        want = COMMANDS.get(preferred, "caption data ...")
-        raise DataError("no data in %s; run `%s`" % (d, want))
-    flickr = Path(flickr8k_dir) if flickr8k_dir else default_flickr8k_dir()
-    if preferred in (None, "flickr8k"):
-        from . import flickr8k
-        if preferred == "flickr8k" or flickr8k.is_flickr8k_dir(flickr):
-            return flickr8k.build_flickr8k(flickr, d, progress=progress,
-                                           encoder=encoder)
-    from . import synthetic
-    return synthetic.build_synthetic(d, progress=progress, encoder=encoder)

@@ -13,7 +13,7 @@ Scenes are of three kinds, on a plain, gradient or noisy background:
 ``mix``    k shapes plus one odd one: "three blue stars and a red circle"
 
 The images are rendered with PIL, encoded by the same CNN as real photos
-(:func:`captioning.encode.encode`) and saved with ``source='synthetic'``,
+(:func:`captioning.cnn.encode.encode`) and saved with ``source='synthetic'``,
 names ``synthetic_00001.png`` and a ``NOTICE.txt`` saying they are generated.
 """
 import json
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .encode import Encoder, encode
-from .data import (Dataset, check_target, load_dataset, make_split,
+from captioning.cnn.encode import Encoder, encode
+from captioning.datasets.formats import (Dataset, check_target, load_dataset, make_split,
                    refuse_unreadable, save_dataset)
-from .files import atomic_write
+from captioning.io.files import atomic_write
 
 __all__ = ["COLOURS", "SHAPES", "generate_scene", "render_scene", "describe",
            "generate", "build_synthetic"]
@@ -312,7 +312,7 @@ def generate(n, seed, image_dir, size=224, progress=False):
 
 NOTICE = """GENERATED DATA - not photographs.
 
-The images in this directory were drawn by captioning/synthetic.py
+The images in this directory were drawn by captioning/datasets/synthetic.py
 (`caption data synthetic`, generator version {version}, seed {seed},
 {n} images, {size}x{size} px): coloured shapes on plain, gradient or noisy
 backgrounds. Their captions come from a small grammar over the same scene
@@ -336,7 +336,7 @@ def build_synthetic(out_dir="data", n=2000, seed=0, size=224, encoder=None,
         Number of images.
     seed : int
         Determines pictures, captions and split.
-    encoder : captioning.encode.Encoder, optional
+    encoder : captioning.cnn.encode.Encoder, optional
         Default: EfficientNet-Lite0 logits; ``dataset.json`` records it.
     val, test : float or int
         Held-out fractions (or counts) of images.

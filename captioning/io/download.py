@@ -5,7 +5,8 @@ HTTP Range request when it exists), checks the size (and sha256 when
 known) and only then renames it to ``DEST``: a file at ``DEST`` is always
 complete. :func:`safe_extract` refuses absolute paths, ``..``, links and
 devices before writing anything, and writes each file atomically.
-:func:`fetch_seminar` does both for the seminar's ``data.tar.gz``.
+:func:`captioning.datasets.seminar.fetch_seminar` does both for the
+seminar's ``data.tar.gz``.
 """
 import hashlib
 import http.client
@@ -17,20 +18,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 
-from .data import CAPTIONS_PCL, CODES_FILE
-from .files import atomic_write
+from captioning.errors import CaptionError
+from captioning.io.files import atomic_write
 
 __all__ = ["DownloadError", "OfflineError", "UnsafeArchiveError", "download",
-           "safe_extract", "fetch_seminar", "SEMINAR_URL", "SEMINAR_SIZE",
-           "SEMINAR_SHA256"]
+           "safe_extract"]
 
-SEMINAR_URL = "https://www.dropbox.com/s/3hj16b0fj6yw7cc/data.tar.gz?dl=1"
-SEMINAR_SIZE = 506_221_998
-SEMINAR_SHA256 = None          # not published; the size is checked instead
 CHUNK = 1 << 20
 
 
-class DownloadError(Exception):
+class DownloadError(CaptionError):
     """The download failed; the message says whether a rerun resumes."""
 
 
@@ -38,7 +35,7 @@ class OfflineError(DownloadError):
     """The server could not be reached at all."""
 
 
-class UnsafeArchiveError(Exception):
+class UnsafeArchiveError(CaptionError):
     """The archive has members that would write outside the target."""
 
 
@@ -250,37 +247,3 @@ def safe_extract(archive, out_dir, strip_prefix="data", progress=False):
                 shutil.copyfileobj(src, dst, CHUNK)
             written.append(target)
     return written
-
-
-def fetch_seminar(out_dir="data", url=SEMINAR_URL, expected_size=SEMINAR_SIZE,
-                  sha256=SEMINAR_SHA256, progress=True, keep_archive=False,
-                  force=False):
-    """Download, extract and record the seminar's COCO bundle.
-
-    Skips the download when ``out_dir`` already holds the extracted files.
-    Afterwards ``image_names.txt``, ``split.json`` (seeded, 5000 val
-    images) and ``dataset.json`` are written beside the original files.
-
-    Returns
-    -------
-    Dataset
-    """
-    from .data import DataError, finish_seminar, has_dataset
-
-    out_dir = Path(out_dir)
-    held = has_dataset(out_dir)
-    if held and held != "seminar" and not force:
-        raise DataError("%s already holds %s data; use another --out "
-                        "directory, or --force to replace it"
-                        % (out_dir, held))
-    if not ((out_dir / CODES_FILE).exists()
-            and (out_dir / CAPTIONS_PCL).exists() and held == "seminar"):
-        if held and held != "seminar":
-            (out_dir / "dataset.json").unlink()   # replaced below
-        archive = out_dir / "data.tar.gz"
-        if not archive.exists():
-            download(url, archive, expected_size, sha256, progress)
-        safe_extract(archive, out_dir, progress=progress)
-        if not keep_archive:
-            archive.unlink()
-    return finish_seminar(out_dir)

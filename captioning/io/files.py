@@ -19,7 +19,7 @@ from pathlib import Path
 __all__ = ["atomic_write", "read_list", "IMAGE_EXTENSIONS", "is_image_name"]
 
 # File name endings treated as images when listing a folder (all are formats
-# captioning.images.load_rgb reads).
+# captioning.cnn.images.load_rgb reads).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp",
                     ".tif", ".tiff", ".ppm", ".pgm")
 

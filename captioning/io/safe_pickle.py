@@ -11,9 +11,9 @@ load. The uses:
 * :data:`PLAIN_DATA`: nothing but those, plus ``_codecs.encode`` (how Python 3
   writes bytes in old protocols; it only turns text into bytes);
 * :data:`NUMPY_ARRAYS`: also ndarrays (the seminar's ``caption_tokens.pcl``,
-  read by :mod:`captioning.data`);
+  read by :mod:`captioning.datasets.formats`);
 * ``pretrained_lenet.WEIGHTS_PICKLE``: also numpy scalars (GoogLeNet weights);
-* ``captioning.pth.STATE_DICT``: ordered dicts and torch's tensor rebuild
+* ``captioning.cnn.pth.STATE_DICT``: ordered dicts and torch's tensor rebuild
   functions, mapped to local numpy code (PyTorch ``.pth`` files).
 
 The seminar's files were written by Python 2: load them with
@@ -24,12 +24,14 @@ import importlib
 import io
 import pickle
 
+from captioning.errors import CaptionError
+
 __all__ = ["UnsafePickleError", "AllowList", "importable", "PLAIN_DATA",
            "NUMPY_ARRAYS", "RestrictedUnpickler", "safe_load", "safe_loads",
            "fix_py2_text"]
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(CaptionError, pickle.UnpicklingError):
     """The pickle refers to a callable or class that is not allowed."""
 
 

@@ -1,6 +1,6 @@
 """Execute a notebook headless: `make demo` and `make notebook` use this.
 
-    python -m captioning.notebook_run NOTEBOOK OUT.ipynb [--scrub-dataset-outputs]
+    python -m captioning.notebook.run NOTEBOOK OUT.ipynb [--scrub-dataset-outputs]
 
 Environment variables (CAPTION_*) are passed to the kernel, so they select
 the data and the training length (see the notebook's parameters cell).
@@ -31,7 +31,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-from .cli import UsageError
+from captioning.errors import UsageError
 
 SCRUB_TAG = "shows-dataset"
 SCRUB_NOTE = ("[output removed from the committed copy: it shows photos or captions "

@@ -1,25 +1,25 @@
-"""Shared code of the image-captioning seminar.
+"""Layer 1: 2016's Theano + Lasagne, made to run today. Import it first.
 
-Importing this package configures and imports Theano (see ``theano_setup``)
-and applies the Lasagne backport (see ``lasagne_compat``), in that order, so
-it must be imported before ``theano`` and ``lasagne``. Then, unless
-``CAPTION_SPEEDUPS=0`` (``theano_setup.SPEEDUPS``), it adds the speed-ups
-that change Theano itself: graph rewrites (``theano_opt``) and parallel
-compilation (``parallel_compile``).
+Importing this package configures and imports Theano (``theano_setup``)
+and applies the Lasagne backport (``lasagne_compat``), in that order, so it
+must be imported before ``theano`` and ``lasagne``. Then, unless
+``CAPTION_SPEEDUPS=0`` (``theano_setup.SPEEDUPS``), it adds the speed work
+that changes Theano itself (``speed/``): graph rewrites and parallel
+compilation.
 """
-from .theano_setup import SPEEDUPS, configure_theano
+from captioning.stack.theano_setup import SPEEDUPS, configure_theano
 
 configure_theano()
 
-from . import lasagne_compat  # noqa: E402  (needs the flags above)
+from captioning.stack import lasagne_compat  # noqa: E402  (needs the flags above)
 
 lasagne_compat.apply()
 
 if SPEEDUPS:
-    from . import theano_opt  # CPU speed rewrites, same math
+    from captioning.stack.speed import theano_opt  # CPU speed rewrites, same math
 
     theano_opt.register()
 
-    from . import parallel_compile  # g++ on all cores, same modules
+    from captioning.stack.speed import parallel_compile  # g++ on all cores, same modules
 
     parallel_compile.install()

@@ -3,7 +3,7 @@
  * scipy-openblas32 (PyPI) is a current OpenBLAS with 32-bit integers,
  * like the Fortran BLAS that Theano's C code calls (sgemm_, sgemv_, ...),
  * but its symbols carry the prefix scipy_ so that it never clashes with
- * another BLAS in the process. captioning/theano_setup.py passes
+ * another BLAS in the process. captioning/stack/theano_setup.py passes
  * "-include" this file to every module Theano compiles, so Theano's own
  * declarations and calls name the prefixed functions.
  * One line per function that Theano's BLAS header (theano/tensor/

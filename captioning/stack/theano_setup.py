@@ -24,7 +24,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import fastmath
+from captioning.stack.speed import fastmath
 
 __all__ = ["SPEEDUPS", "SPEEDUPS_VARIABLE", "speedups_enabled", "STACK_FLAGS",
            "SPEED_FLAGS", "DEFAULT_FLAGS", "blas_library", "merge_flags",
@@ -49,7 +49,7 @@ SPEEDUPS = speedups_enabled()
 
 def _default_compiledir():
     # Inside the project (git-ignored) when it is writable, else the user cache.
-    project = Path(__file__).resolve().parent.parent
+    project = Path(__file__).resolve().parents[2]
     if os.access(project, os.W_OK):
         return str(project / ".theano_cache")
     return str(Path.home() / ".cache" / "theano-captioning")
@@ -156,7 +156,7 @@ SPEED_FLAGS = {
     # plain dot(a, b) is computed anyway: adam's 0.1*g next to g**2 made the
     # output layer's weight gradient (a third of all FLOPs) run twice.
     "optimizer_excluding": "local_dot22_to_dot22scalar",
-    # Vectorised exp/log (softmax!) when `make setup` built captioning.fastmath
+    # Vectorised exp/log (softmax!) when `make setup` built captioning.stack.speed.fastmath
     # for this machine: lib.amdlibm=True and its include/lib path.
     **_FASTMATH,
     # After fastmath's: its precompiled header must be the first -include.

@@ -4,7 +4,7 @@
 vector maths (libmvec: ``expf``, ``logf``, ``tanhf`` on 8 or 16 floats at
 once; each only if a loop compiled with it calls libmvec and agrees with
 numpy) the way ``math.h`` does only under ``-ffast-math``; with it, the loops
-GCC vectorises (``captioning.theano_opt``'s ``#pragma omp simd`` loops: the
+GCC vectorises (``captioning.stack.speed.theano_opt``'s ``#pragma omp simd`` loops: the
 LSTM's sigmoid and tanh gates) call those instead of one scalar call per
 element.
 
@@ -26,7 +26,7 @@ runs. It lives in the virtualenv (``<venv>/lib/captioning-fastmath``), so
 a copied compile cache never carries it to another CPU; Theano's own
 ``-march`` flags already keep compiled modules apart per CPU.
 
-:func:`theano_flags` gives the flags ``captioning.theano_setup`` adds when
+:func:`theano_flags` gives the flags ``captioning.stack.theano_setup`` adds when
 the library is built and passed its self-check (and ``CAPTION_SPEEDUPS`` is
 not ``0``); otherwise nothing changes.
 """
@@ -46,7 +46,7 @@ LIBRARY = LIBDIR / "libamdlibm.so"
 _UNARY = ["exp", "log", "log2", "log10", "sin", "cos"]
 
 HEADER = """\
-/* amdlibm's array API, implemented by captioning/fastmath.py (see there). */
+/* amdlibm's array API, implemented by captioning/stack/speed/fastmath.py (see there). */
 #ifndef CAPTIONING_FASTMATH_AMDLIBM_H
 #define CAPTIONING_FASTMATH_AMDLIBM_H
 #ifdef __cplusplus
@@ -88,7 +88,7 @@ SIMD_FUNCTIONS = ["expf", "logf", "tanhf"]
 SIMD_MATH = LIBDIR / "simd_math.h"
 SIMD_MATH_TEMPLATE = """\
 /* glibc's vector maths (libmvec) for the loops GCC vectorises; written by
-   captioning/fastmath.py. math.h declares these SIMD variants only under
+   captioning/stack/speed/fastmath.py. math.h declares these SIMD variants only under
    -ffast-math, which Theano's modules are not compiled with. */
 #ifndef CAPTIONING_FASTMATH_SIMD_MATH_H
 #define CAPTIONING_FASTMATH_SIMD_MATH_H
@@ -162,11 +162,11 @@ def build_pch(compiler="g++"):
     The header is precompiled with the flags Theano passes (-O3, -g0, its
     -march/-m flags for this CPU, -fPIC, ...), so gcc accepts it; Theano
     then passes ``-include theano_pch.h`` (see :func:`theano_flags`).
-    Needs Theano (imports ``captioning`` first). Returns True on success.
+    Needs Theano: run as ``python -m captioning.stack.speed.fastmath --pch``,
+    which imports ``captioning.stack`` (Theano's flags) first. Returns True on success.
     """
     import sysconfig
     import numpy
-    import captioning  # noqa: F401  (flags first)
     import theano
     from theano.gof.cmodule import GCC_compiler
 
@@ -202,10 +202,10 @@ def build_pch(compiler="g++"):
         for f in (PCH, gch, tmp):
             if f.exists():
                 f.unlink()
-        print("captioning.fastmath: no precompiled header (%s)"
+        print("captioning.stack.speed.fastmath: no precompiled header (%s)"
               % str(getattr(error, "stderr", "") or error).strip()[-500:], file=sys.stderr)
         return False
-    print("captioning.fastmath: precompiled %s" % gch)
+    print("captioning.stack.speed.fastmath: precompiled %s" % gch)
     return True
 
 
@@ -278,7 +278,7 @@ def _build_simd_math(tmp):
             working.append(name)
         except (OSError, subprocess.CalledProcessError, RuntimeError) as error:
             detail = getattr(error, "stderr", "") or error
-            print("captioning.fastmath: no vector %s (%s); its loops stay scalar"
+            print("captioning.stack.speed.fastmath: no vector %s (%s); its loops stay scalar"
                   % (name, str(detail).strip()[-300:]), file=sys.stderr)
     if not working:
         if SIMD_MATH.exists():
@@ -314,7 +314,7 @@ def build(compiler=None, quiet=False):
             _self_check(lib)
         except (OSError, subprocess.CalledProcessError, RuntimeError) as error:
             detail = getattr(error, "stderr", "") or error
-            print("captioning.fastmath: not built (%s); Theano keeps its scalar "
+            print("captioning.stack.speed.fastmath: not built (%s); Theano keeps its scalar "
                   "exp/log" % str(detail).strip()[-500:], file=sys.stderr)
             return False
         LIBDIR.mkdir(parents=True, exist_ok=True)
@@ -323,7 +323,7 @@ def build(compiler=None, quiet=False):
             os.replace(LIBDIR / (name + ".tmp"), LIBDIR / name)
         _build_simd_math(tmp)
     if not quiet:
-        print("captioning.fastmath: built %s%s" % (
+        print("captioning.stack.speed.fastmath: built %s%s" % (
             LIBRARY, " and %s" % SIMD_MATH if SIMD_MATH.is_file() else ""))
     return True
 

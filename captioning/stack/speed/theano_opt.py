@@ -11,7 +11,7 @@
 
 ``vector_xent``
     Theano's fused softmax + cross-entropy ops (forward and gradient) become
-    the versions of :mod:`captioning.xent_ops`: the same outputs, computed
+    the versions of :mod:`captioning.stack.speed.xent_ops`: the same outputs, computed
     in loops GCC vectorises (at the seminar's sizes the forward op took
     23 ms per train step, now 12 ms).
 
@@ -29,7 +29,7 @@
     (adam's update of the output weights 3.8 -> 0.34 ms). Each element
     still gets the same operations in the same order: + - * / sqrt give
     the same result bit for bit; exp, log and tanh call glibc's vector
-    versions where :mod:`captioning.fastmath` declared them (within a few
+    versions where :mod:`captioning.stack.speed.fastmath` declared them (within a few
     float32 ulp; the LSTM's forward scan 6.7 -> 3.1 ms per train step).
     (Theano's own ``openmp=True`` relies on the same independence.)
 
@@ -50,7 +50,7 @@ from theano.tensor.elemwise import Elemwise
 from theano.tensor.nnet.nnet import (CrossentropySoftmax1HotWithBiasDx,
                                      CrossentropySoftmaxArgmax1HotWithBias)
 
-from .xent_ops import (VectorCrossentropySoftmax1HotWithBiasDx,
+from captioning.stack.speed.xent_ops import (VectorCrossentropySoftmax1HotWithBiasDx,
                        VectorCrossentropySoftmaxArgmax1HotWithBias)
 
 __all__ = ["register", "SimdElemwise", "SUM0_TO_GEMV", "VECTOR_XENT",

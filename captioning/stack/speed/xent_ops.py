@@ -19,8 +19,8 @@ other layouts take a plain strided loop. Per row, with ``z = x + b``::
     dx_j  = dnll * (sm_j - [j == y])
 
 The exponentials go through Theano's vectorised ``exp`` when ``lib.amdlibm``
-is on (``captioning.fastmath``). Target indices are checked first (an
-out-of-range index is a ValueError, as in Theano). ``captioning.theano_opt``
+is on (``captioning.stack.speed.fastmath``). Target indices are checked first (an
+out-of-range index is a ValueError, as in Theano). ``captioning.stack.speed.theano_opt``
 swaps these in for Theano's ops after the fusion.
 """
 import theano

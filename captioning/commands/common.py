@@ -1,0 +1,58 @@
+"""What ``caption describe`` and ``caption evaluate`` share: the model, its
+encoder and the photos' codes, each problem as a one-line UsageError."""
+import sys
+
+from captioning.errors import UsageError
+
+__all__ = ["add_cnn_option", "load_model_or_fail", "check_beam",
+           "model_encoder", "encode_or_fail"]
+
+
+def add_cnn_option(p):
+    """``--cnn``: only to check it against the CNN the model records."""
+    from captioning.cnn.encode import CNNS
+    p.add_argument("--cnn", choices=CNNS, default=None,
+                   help="the CNN to encode the photos with; default (and the "
+                        "only one accepted): the one the model was trained on, "
+                        "as model.json records it")
+
+
+def load_model_or_fail(model_dir):
+    """The model, or a UsageError that says what is wrong with the dir."""
+    from captioning.model import ModelFileError, load_model
+    try:
+        return load_model(model_dir)
+    except ModelFileError as error:
+        raise UsageError(str(error))
+
+
+def check_beam(beam):
+    if beam < 1:
+        raise UsageError("--beam must be >= 1, got %d" % beam)
+
+
+def model_encoder(model, cnn=None, given=None, command="describe"):
+    """The encoder whose codes ``model`` was trained on (see
+    :func:`captioning.cnn.encode.encoder_for_model`); a mismatch is a UsageError."""
+    from captioning.cnn.encode import EncoderError, encoder_for_model
+    try:
+        encoder, note = encoder_for_model(
+            model.encoder_record, model.hyper["cnn_feature_size"], cnn, given)
+    except EncoderError as error:
+        raise UsageError(str(error))
+    if note:
+        print("caption %s: %s" % (command, note), file=sys.stderr)
+    return encoder
+
+
+def encode_or_fail(paths, encoder, **options):
+    """:func:`captioning.cnn.encode.encode`, each failure printed as
+    ``PATH: reason`` on stderr; an unusable encoder is a UsageError."""
+    from captioning.cnn.encode import EncoderError, encode
+    try:
+        codes, kept, failures = encode(paths, encoder, **options)
+    except EncoderError as error:
+        raise UsageError(str(error))
+    for path, reason in failures:
+        print("%s: %s" % (path, reason), file=sys.stderr)
+    return codes, kept, failures
