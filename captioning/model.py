@@ -490,6 +490,14 @@ def read_config(model_dir):
     for key in needed:
         if key not in config:
             raise ModelFileError("%s has no %r" % (path, key))
+    normaliser = config.get("text_normaliser", TEXT_NORMALISER)  # format 1: unknown
+    if normaliser != TEXT_NORMALISER:
+        # its vocabulary was built from other tokens than the captions it
+        # would now be scored against
+        raise ModelFileError(
+            "%s was trained on captions normalised by %r; this version "
+            "normalises them by %r: retrain it with `caption train`"
+            % (model_dir, normaliser, TEXT_NORMALISER))
     return config
 
 

@@ -203,6 +203,18 @@ def test_a_model_directory_of_format_1_loads_without_a_record(model, tmp_path):
         load_model(tmp_path / "m")
 
 
+def test_a_model_of_another_caption_normaliser_is_refused(model, tmp_path):
+    save_model(model, tmp_path / "m")
+    config_path = tmp_path / "m" / "model.json"
+    config = json.loads(config_path.read_text())
+    config["text_normaliser"] = "split-on-spaces-0"
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match="normalised by 'split-on-spaces-0'; "
+                                             "this version normalises them by "
+                                             "'ptb-coco-1': retrain"):
+        load_model(tmp_path / "m")
+
+
 @pytest.mark.parametrize("damage", ["truncated", "zeroed", "not a zip"])
 def test_a_damaged_params_file_is_a_model_file_error(model, tmp_path, damage):
     save_model(model, tmp_path / "m")

@@ -6,7 +6,7 @@ the Theano they see, without compiling anything:
 * *theano*: Theano imported without captioning, with the THEANO_FLAGS that
   ``captioning`` gave Theano in the *off* process and the same modules
   imported (the reference);
-* *off*: ``import captioning`` (and ``captioning.model``) with
+* *off*: ``import captioning.stack`` (and ``captioning.model``) with
   ``CAPTION_SPEEDUPS=0``;
 * *on*: the same with the default.
 
@@ -234,7 +234,7 @@ def test_the_environment_keeps_the_users_theano_flags():
     # captioning gives Theano its merged flags but leaves THEANO_FLAGS as the
     # user set it: a child process (say one with CAPTION_SPEEDUPS=0) merges
     # its own defaults instead of inheriting the speed flags.
-    code = ("import os, captioning, theano; "
+    code = ("import os, captioning.stack, theano; "
             "print(os.environ.get('THEANO_FLAGS'), bool(theano.config.gcc.cxxflags))")
     env = {k: v for k, v in os.environ.items()
            if k not in ("THEANO_FLAGS", "CAPTION_SPEEDUPS")}
@@ -245,3 +245,24 @@ def test_the_environment_keeps_the_users_theano_flags():
                              text=True, capture_output=True)
         assert out.returncode == 0, out.stderr[-3000:]
         assert out.stdout.strip() == expected
+
+
+def test_the_switch_takes_1_or_0_and_nothing_else():
+    from captioning.stack.theano_setup import SpeedSwitchError, speedups_enabled
+    for value, on in (("", True), ("1", True), (" 1 ", True), ("0", False)):
+        assert speedups_enabled({"CAPTION_SPEEDUPS": value}) is on
+    assert speedups_enabled({}) is True
+    for value in ("yes", "2", "off"):
+        with pytest.raises(SpeedSwitchError, match="not %r" % value):
+            speedups_enabled({"CAPTION_SPEEDUPS": value})
+
+
+def test_a_bad_switch_value_is_one_line_and_exit_2_in_the_command(tmp_path):
+    env = dict(os.environ, CAPTION_SPEEDUPS="yes")
+    out = subprocess.run([sys.executable, "-m", "captioning", "describe", "--model",
+                          str(tmp_path), str(tmp_path / "photo.jpg")],
+                         env=env, cwd=ROOT, text=True, capture_output=True)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr == ("caption describe: error: CAPTION_SPEEDUPS must be 1 (the "
+                          "speed-ups on, the default) or 0 (Theano's own behaviour), "
+                          "not 'yes'\n")

@@ -77,7 +77,7 @@ def run_python(code, flags=None):
 
 @pytest.mark.slow
 def test_import_configures_theano_in_a_fresh_process():
-    out = run_python("import captioning, theano; "
+    out = run_python("import captioning.stack, theano; "
                      "from captioning.stack.theano_setup import DEFAULT_FLAGS as D; "
                      "print(theano.config.floatX, "
                      "theano.config.blas.ldflags == D['blas.ldflags'])")
@@ -138,7 +138,7 @@ def test_theano_products_run_on_that_library_and_equal_numpy():
 
 @pytest.mark.slow
 def test_fresh_process_keeps_the_users_flag():
-    out = run_python("import captioning, theano; print(theano.config.floatX)",
+    out = run_python("import captioning.stack, theano; print(theano.config.floatX)",
                      flags="floatX=float64")
     assert out == ["float64"]
 

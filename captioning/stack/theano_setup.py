@@ -1,7 +1,7 @@
 """Configure Theano once, before it is first imported; the speed switch.
 
 Theano reads ``THEANO_FLAGS`` when it is imported, so this module must run
-first: ``import captioning`` does that for notebooks, tests and scripts.
+first: ``import captioning.stack`` does that for notebooks, tests and scripts.
 A user's own ``THEANO_FLAGS`` entries win over these defaults, except
 ``gcc.cxxflags`` and ``optimizer_excluding``, which are added to them
 (see :func:`merge_flags`).
@@ -24,20 +24,25 @@ import sys
 import warnings
 from pathlib import Path
 
+from captioning.errors import CaptionError
 from captioning.stack.speed import fastmath
 
-__all__ = ["SPEEDUPS", "SPEEDUPS_VARIABLE", "speedups_enabled", "STACK_FLAGS",
+__all__ = ["SPEEDUPS", "SPEEDUPS_VARIABLE", "SpeedSwitchError", "speedups_enabled", "STACK_FLAGS",
            "SPEED_FLAGS", "DEFAULT_FLAGS", "blas_library", "merge_flags",
            "configure_theano"]
 
 SPEEDUPS_VARIABLE = "CAPTION_SPEEDUPS"
 
 
+class SpeedSwitchError(CaptionError, ValueError):
+    """``$CAPTION_SPEEDUPS`` is neither 0 nor 1."""
+
+
 def speedups_enabled(environ=os.environ):
     """``$CAPTION_SPEEDUPS``: True when unset, empty or ``1``; False for ``0``."""
     value = environ.get(SPEEDUPS_VARIABLE, "").strip()
     if value not in ("", "0", "1"):
-        raise ValueError("%s must be 1 (the speed-ups on, the default) or 0 (Theano's "
+        raise SpeedSwitchError("%s must be 1 (the speed-ups on, the default) or 0 (Theano's "
                          "own behaviour), not %r" % (SPEEDUPS_VARIABLE, value))
     return value != "0"
 

@@ -16,7 +16,7 @@ compiles an inner function, whose own modules are then compiled in parallel
 the same way.
 
 ``CAPTION_COMPILE_JOBS=1`` switches this off; the default is one job per core.
-``import captioning`` installs it unless ``CAPTION_SPEEDUPS=0``.
+``import captioning.stack`` installs it unless ``CAPTION_SPEEDUPS=0``.
 A prefetch that fails is ignored: Theano's loop makes that thunk again and
 reports the error as it always does.
 """

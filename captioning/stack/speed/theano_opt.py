@@ -33,7 +33,7 @@
     float32 ulp; the LSTM's forward scan 6.7 -> 3.1 ms per train step).
     (Theano's own ``openmp=True`` relies on the same independence.)
 
-``import captioning`` registers them in Theano's optimizer database under
+``import captioning.stack`` registers them in Theano's optimizer database under
 the names below, unless ``CAPTION_SPEEDUPS=0``; each can be switched off
 like any Theano rewrite, e.g.
 ``THEANO_FLAGS=optimizer_excluding=captioning_sum0_to_gemv``.
