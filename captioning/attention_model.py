@@ -237,5 +237,12 @@ class AttentionCaptionModel(CaptionModel):
         if codes.ndim != 3 or codes.shape[2] != D:
             raise ValueError("region features must be (n, regions, %d), got %s"
                              % (D, codes.shape))
+        # statistics over images *and* regions: a (regions, D) mean would
+        # broadcast silently and standardise each region on its own
+        for name in ("code_mean", "code_std"):
+            if np.shape(getattr(self, name)) != (D,):
+                raise ValueError("%s must be (%d,) (one value per feature, "
+                                 "over all images and regions), not %s"
+                                 % (name, D, np.shape(getattr(self, name))))
         return ((codes.astype("float32") - self.code_mean)
                 / self.code_std).astype("float32")

@@ -387,6 +387,17 @@ def test_decoder_step_equals_the_full_graph():
     lp, *_ = step(matrix[order, 0], cell[order], hid[order], regions[order],
                   projected[order])
     np.testing.assert_allclose(np.exp(lp), full[order, 0], atol=2e-6)
+    assert_float32(model.compile_step())
+
+
+def assert_float32(functions):
+    """No node computes in float64 (it would be slower and mean a wrong
+    dtype somewhere in the graph)."""
+    for fn in functions:
+        wide = [node for node in fn.maker.fgraph.toposort()
+                for out in node.outputs
+                if getattr(out.type, "dtype", None) == "float64"]
+        assert not wide, "%s computes in float64: %s" % (fn.name, wide[:3])
 
 
 @pytest.mark.parametrize("train_embedding", [True, False])
@@ -417,11 +428,7 @@ def test_embedding_from_a_matrix_frozen_or_trained(train_embedding,
     assert np.array_equal(after["embedding.W"], before["embedding.W"]) \
         != train_embedding
     assert not np.array_equal(after["decoder.w_att"], before["decoder.w_att"])
-    for fn in model.compile_train():
-        wide = [node for node in fn.maker.fgraph.toposort()
-                for out in node.outputs
-                if getattr(out.type, "dtype", None) == "float64"]
-        assert not wide, "%s computes in float64: %s" % (fn.name, wide[:3])
+    assert_float32(model.compile_train())
 
 
 def test_bad_settings_are_refused():
@@ -450,3 +457,6 @@ def test_prepare_codes_standardises_each_feature():
         model.prepare_codes(codes[:, 0])           # pooled, not regions
     with pytest.raises(ValueError):
         model.prepare_codes(codes[:, :, :-1])      # other features
+    model.code_mean = codes.mean(axis=0)           # per region: refused
+    with pytest.raises(ValueError, match="code_mean"):
+        model.prepare_codes(codes)
