@@ -119,12 +119,15 @@ class CaptionModel:
     ``init_state``/``step`` for decoding (see :meth:`compile_step`).
     """
 
+    # a subclass with another graph has its own defaults
+    default_hyper = DEFAULT_HYPER
+
     def __init__(self, vocab, seed=None, **hyper):
-        unknown = set(hyper) - set(DEFAULT_HYPER)
+        unknown = set(hyper) - set(self.default_hyper)
         if unknown:
             raise ValueError("unknown hyper-parameters: %s" % sorted(unknown))
         self.vocab = vocab
-        self.hyper = dict(DEFAULT_HYPER, **hyper)
+        self.hyper = dict(self.default_hyper, **hyper)
         n_features = self.hyper["cnn_feature_size"]
         self.code_mean = np.zeros(n_features, "float32")
         self.code_std = np.ones(n_features, "float32")
@@ -251,26 +254,40 @@ class CaptionModel:
         is the clip of the unfused form (same value, zero gradient beyond).
         """
         probs = get_output(self.layers["output"], deterministic=deterministic)
+        return self._rows_loss(probs)[0]
+
+    def _rows_loss(self, probs):
+        """The fused loss of the softmax rows ``probs`` (batch*time,
+        n_tokens), and which ticks it scores: ``(loss, output_mask)``, the
+        mask (batch, time) in floatX."""
         floatX = theano.config.floatX
         next_words = T.concatenate(
             [self.word_ids[:, 1:], T.zeros_like(self.word_ids[:, :1])], axis=1)
         mask = T.cast(self.sentence_mask, floatX)
         output_mask = T.concatenate([mask[:, 1:], T.zeros_like(mask[:, :1])],
-                                    axis=1).flatten()
+                                    axis=1)
         xent = lasagne.objectives.categorical_crossentropy(
             probs, next_words.flatten())
         xent = T.minimum(xent, np.float32(-np.log(np.float32(1e-7))))
-        return (xent * output_mask).sum() / output_mask.sum()
+        loss = (xent * output_mask.flatten()).sum() / output_mask.sum()
+        return loss, output_mask
 
     # ------------------------------------------------------------ training
+    def training_losses(self):
+        """``(reported, objective)``: the loss ``train_step`` returns and what
+        Adam minimises; the same here (a regularised model adds to the
+        second)."""
+        loss = self.loss(deterministic=False)
+        return loss, loss
+
     def compile_train(self):
         """Compile (once) and return ``train_step, val_step``."""
         if self._train_fns is None:
             weights = self.params(trainable=True)
             self.learning_rate = theano.shared(
                 np.float32(self.hyper["learning_rate"]), name="learning_rate")
-            train_loss = self.loss(deterministic=False)
-            self.updates = lasagne.updates.adam(train_loss, weights,
+            train_loss, objective = self.training_losses()
+            self.updates = lasagne.updates.adam(objective, weights,
                                                 learning_rate=self.learning_rate)
             inputs = [self.image_vectors, self.sentences]
             mode = self.train_mode()

@@ -1,0 +1,312 @@
+"""Soft attention over image regions, as a Lasagne layer ("Show, Attend and Tell").
+
+Xu et al. 2015 (arXiv 1502.03044), sec. 3.1.2 and 4.2: an LSTM that, before
+each tick, looks at the image's regions ``a_i`` (the cells of the CNN's last
+spatial map, e.g. 7x7 = 49 regions of 1280 features) and feeds itself a
+weighted mean of them, the context ``z_t``, beside the previous word::
+
+    e_ti    = w_att . tanh(a_i W_att + b_att + h_{t-1} W_hid_att)   attention MLP
+    alpha_t = softmax_i(e_t)                     weights over the regions, sum 1
+    beta_t  = sigmoid(h_{t-1} . w_beta + b_beta)    gating scalar (sec. 4.2.1)
+    z_t     = beta_t * sum_i alpha_ti a_i                            the context
+    c_t, h_t = LSTM(x_t W_in + b + z_t W_ctx, c_{t-1}, h_{t-1})
+
+The LSTM part is Lasagne's own (master's equations, via the backport's
+``lstm_tick``: same ``Gate`` objects, peepholes, ``grad_clipping``), with the
+context as a second input: ``W_ctx_to_<gate>`` beside ``W_in_to_<gate>``.
+``a_i W_att + b_att`` and ``x_t W_in + b`` do not depend on t, so they are
+computed once, outside the scan; the scan's step is left with two small
+products (h W_hid_att, alpha a) and the LSTM's two (h W_hid, z W_ctx).
+
+The layer returns, per tick, ``[h_t, z_t, alpha_t]`` side by side (one scan
+gives all three; the deep output needs z_t and the doubly stochastic
+regulariser alpha_t); :class:`AttentionPart` takes one of them out.
+:meth:`AttentionLSTMLayer.step` is one tick on the same weights, for
+decoding a word at a time.
+"""
+import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
+
+import theano
+import theano.tensor as T
+from lasagne import init, nonlinearities
+from lasagne.layers import Layer, MergeLayer
+from lasagne.layers.recurrent import Gate
+
+from captioning.lasagne_compat.lstm import (GATES, add_init_incomings,
+                                            initial_state, lstm_tick,
+                                            stacked_weights)
+
+__all__ = ["AttentionLSTMLayer", "AttentionPart"]
+
+
+class AttentionLSTMLayer(MergeLayer):
+    """An LSTM with soft attention over image regions (Xu et al. 2015).
+
+    Parameters
+    ----------
+    incoming : Layer or shape tuple
+        The word input, ``(batch, time, num_inputs)`` (the embedding of
+        the previous word at each tick).
+    regions : Layer or shape tuple
+        The image regions, ``(batch, n_regions, region_size)``;
+        ``region_size`` must be known.
+    num_units : int
+        LSTM units (H).
+    attention_units : int, optional
+        Width of the attention MLP (A); default ``num_units``.
+    ingate, forgetgate, cell, outgate : Gate
+        As for ``LSTMLayer``; each gate's ``W_in`` initialiser also makes
+        its context weights ``W_ctx_to_<gate>`` (region_size, num_units).
+    nonlinearity : callable
+        Applied to the cell before the output gate (tanh).
+    cell_init, hid_init : Layer, callable, array or shared variable
+        The initial state: a Layer giving ``(batch, num_units)`` (e.g. a
+        tanh Dense of the mean region, as in the paper), else the
+        initialiser of a ``(1, num_units)`` parameter.
+    learn_init : bool
+        Train the initial-state parameters (not used for Layer inits).
+    peepholes : bool
+        Lasagne's cell-to-gate connections (Xu et al. have none).
+    grad_clipping : float
+        Bounds the gradient reaching each tick's gate pre-activations (word,
+        context and recurrent parts) to ``[-grad_clipping, grad_clipping]``;
+        0 means no clipping, as in ``LSTMLayer``.
+    mask_input : Layer, optional
+        ``(batch, time)``, 1 for a real tick, 0 for padding: padded ticks
+        keep the previous (c, h). Their z and alpha are computed from that
+        kept state and mean nothing: a loss must mask them.
+    W_att, W_hid_att : initialisers
+        ``(region_size, A)`` and ``(num_units, A)``.
+    b_att, w_att : initialisers
+        ``(A,)`` each.
+    w_beta, b_beta : initialisers
+        ``(num_units,)`` and a scalar: the gate beta.
+    **kwargs
+        To ``Layer`` (e.g. ``name``).
+
+    Output: ``(batch, time, num_units + region_size + n_regions)``, at tick t
+    ``[h_t, z_t, alpha_t]`` (use :class:`AttentionPart`).
+
+    Examples
+    --------
+    >>> from lasagne.layers import InputLayer
+    >>> words = InputLayer((None, None, 256))     # embedded words
+    >>> regions = InputLayer((None, 49, 1280))    # 7x7 map of EfficientNet-Lite0
+    >>> layer = AttentionLSTMLayer(words, regions, 512, attention_units=256)
+    >>> layer.output_shape
+    (None, None, 1841)
+    >>> AttentionPart(layer, "attention").output_shape
+    (None, None, 49)
+    """
+
+    def __init__(self, incoming, regions, num_units, attention_units=None,
+                 ingate=Gate(), forgetgate=Gate(),
+                 cell=Gate(W_cell=None, nonlinearity=nonlinearities.tanh),
+                 outgate=Gate(), nonlinearity=nonlinearities.tanh,
+                 cell_init=init.Constant(0.), hid_init=init.Constant(0.),
+                 learn_init=False, peepholes=True, grad_clipping=0,
+                 mask_input=None,
+                 W_att=init.GlorotUniform(), W_hid_att=init.GlorotUniform(),
+                 b_att=init.Constant(0.), w_att=init.Normal(0.1),
+                 w_beta=init.Normal(0.1), b_beta=init.Constant(0.),
+                 **kwargs):
+        incomings = [incoming, regions]
+        if mask_input is not None:
+            incomings.append(mask_input)
+        super().__init__(incomings, **kwargs)
+        self.mask_incoming_index = 2 if mask_input is not None else -1
+        self.num_units = num_units
+        self.attention_units = attention_units or num_units
+        self.nonlinearity = nonlinearity or nonlinearities.identity
+        self.peepholes = peepholes
+        self.grad_clipping = grad_clipping
+        # lstm_tick reads this: the word part x W_in + b is always computed
+        # before the scan (the attention needs no such option).
+        self.precompute_input = True
+
+        input_shape, region_shape = self.input_shapes[:2]
+        if len(input_shape) != 3 or input_shape[2] is None:
+            raise ValueError("the word input must be (batch, time, features) "
+                             "with known features, not %r" % (input_shape,))
+        if len(region_shape) != 3 or region_shape[2] is None:
+            raise ValueError("the regions must be (batch, n_regions, features)"
+                             " with known features, not %r" % (region_shape,))
+        num_inputs, self.region_size = input_shape[2], region_shape[2]
+        A = self.attention_units
+
+        for gate, name in zip((ingate, forgetgate, cell, outgate), GATES):
+            # the names LSTMLayer gives, so stacked_weights() finds them
+            setattr(self, "W_in_to_" + name, self.add_param(
+                gate.W_in, (num_inputs, num_units), name="W_in_to_" + name))
+            setattr(self, "W_hid_to_" + name, self.add_param(
+                gate.W_hid, (num_units, num_units), name="W_hid_to_" + name))
+            setattr(self, "b_" + name, self.add_param(
+                gate.b, (num_units,), name="b_" + name, regularizable=False))
+            setattr(self, "W_ctx_to_" + name, self.add_param(
+                gate.W_in, (self.region_size, num_units),
+                name="W_ctx_to_" + name))
+            setattr(self, "nonlinearity_" + name, gate.nonlinearity)
+            if peepholes and name != "cell":
+                setattr(self, "W_cell_to_" + name, self.add_param(
+                    gate.W_cell, (num_units,), name="W_cell_to_" + name))
+
+        self.W_att = self.add_param(W_att, (self.region_size, A), name="W_att")
+        self.b_att = self.add_param(b_att, (A,), name="b_att",
+                                    regularizable=False)
+        self.W_hid_att = self.add_param(W_hid_att, (num_units, A),
+                                        name="W_hid_att")
+        self.w_att = self.add_param(w_att, (A,), name="w_att")
+        self.w_beta = self.add_param(w_beta, (num_units,), name="w_beta")
+        self.b_beta = self.add_param(b_beta, (), name="b_beta",
+                                     regularizable=False)
+
+        init_layers = {name: value for name, value in
+                       (("hid_init", hid_init), ("cell_init", cell_init))
+                       if isinstance(value, Layer)}
+        add_init_incomings(self, init_layers)
+        for name, value in (("cell_init", cell_init), ("hid_init", hid_init)):
+            if name not in init_layers:
+                setattr(self, name, self.add_param(
+                    value, (1, num_units), name=name, trainable=learn_init,
+                    regularizable=False))
+
+    # ---------------------------------------------------------------- shapes
+    def get_output_shape_for(self, input_shapes):
+        """``(batch, time, num_units + region_size + n_regions)``."""
+        batch, time = input_shapes[0][:2]
+        n_regions = input_shapes[1][1]
+        width = None if n_regions is None else \
+            self.num_units + self.region_size + n_regions
+        return batch, time, width
+
+    def part_slices(self):
+        """``{"hid" | "context" | "attention": slice}`` of the last axis."""
+        H, D = self.num_units, self.region_size
+        return {"hid": slice(0, H), "context": slice(H, H + D),
+                "attention": slice(H + D, None)}
+
+    # ---------------------------------------------------------------- one tick
+    def project_regions(self, regions):
+        """``a W_att + b_att`` (batch, n_regions, A): once per image."""
+        return T.dot(regions, self.W_att) + self.b_att
+
+    def _context_weights(self):
+        return T.concatenate([getattr(self, "W_ctx_to_" + g) for g in GATES], 1)
+
+    def _peepholes(self):
+        if not self.peepholes:
+            return []
+        return [self.W_cell_to_ingate, self.W_cell_to_forgetgate,
+                self.W_cell_to_outgate]
+
+    def _tick(self, x_t, c_prev, h_prev, regions, projected, W_hid, W_ctx,
+              W_hid_att, w_att, w_beta, b_beta, *peepholes):
+        """One tick; ``x_t`` is the word part ``x W_in + b`` (batch, 4H).
+        The weights come as arguments, so that scan (strict) sees them."""
+        hid_part = T.dot(h_prev, W_hid_att).dimshuffle(0, "x", 1)
+        scores = T.dot(T.tanh(projected + hid_part), w_att)  # (batch, regions)
+        alpha = T.nnet.softmax(scores)
+        beta = T.nnet.sigmoid(T.dot(h_prev, w_beta) + b_beta)  # (batch,)
+        z = beta.dimshuffle(0, "x") * T.batched_dot(alpha, regions)
+        c, h = lstm_tick(self, x_t + T.dot(z, W_ctx), c_prev, h_prev, W_hid,
+                         None, None, peepholes)
+        return c, h, alpha, z
+
+    def _tick_weights(self):
+        _, W_hid, _ = stacked_weights(self)
+        return [W_hid, self._context_weights(), self.W_hid_att, self.w_att,
+                self.w_beta, self.b_beta] + self._peepholes()
+
+    def step(self, word_input, cell, hid, regions, projected):
+        """One tick on symbolic inputs with this layer's weights (decoding).
+
+        Parameters
+        ----------
+        word_input : (batch, num_inputs)
+            The previous word's input (its embedding).
+        cell, hid : (batch, num_units)
+            The state after the previous tick.
+        regions : (batch, n_regions, region_size)
+        projected : (batch, n_regions, A)
+            :meth:`project_regions` of ``regions``.
+
+        Returns
+        -------
+        cell, hid, alpha (batch, n_regions), context z (batch, region_size)
+            What the full graph gives at the tick after ``(cell, hid)``
+            (a tick without padding).
+        """
+        W_in, _, b = stacked_weights(self)
+        return self._tick(T.dot(word_input, W_in) + b, cell, hid, regions,
+                          projected, *self._tick_weights())
+
+    # ---------------------------------------------------------------- the scan
+    def get_output_for(self, inputs, **kwargs):
+        """``[h_t, z_t, alpha_t]`` per tick, ``(batch, time, H + D + R)``.
+
+        Parameters
+        ----------
+        inputs : list of TensorVariable
+            The word input (batch, time, num_inputs), the regions (batch,
+            n_regions, region_size), then the mask (batch, time) if
+            `mask_input` was given, then the outputs of the `hid_init` and
+            `cell_init` layers, if any (in that order).
+        """
+        W_in, _, b = stacked_weights(self)
+        x = T.dot(inputs[0].dimshuffle(1, 0, 2), W_in) + b  # (time, batch, 4H)
+        regions = inputs[1]
+        sequences = [x]
+        masked = self.mask_incoming_index > 0
+        if masked:
+            sequences.append(inputs[self.mask_incoming_index]
+                             .T.dimshuffle(0, 1, "x"))
+        outputs_info = [initial_state(self, "cell_init", inputs, x),
+                        initial_state(self, "hid_init", inputs, x), None, None]
+        non_sequences = [regions, self.project_regions(regions)] + \
+            self._tick_weights()
+
+        def scan_step(x_t, *args):
+            if masked:
+                m_t, args = args[0], args[1:]
+            c_prev, h_prev = args[:2]
+            c, h, alpha, z = self._tick(x_t, c_prev, h_prev, *args[2:])
+            if masked:  # padded ticks keep the previous state
+                c = T.switch(m_t, c, c_prev)
+                h = T.switch(m_t, h, h_prev)
+            return [c, h, alpha, z]
+
+        _, hids, alphas, contexts = theano.scan(
+            scan_step, sequences, outputs_info=outputs_info,
+            non_sequences=non_sequences, strict=True)[0]
+        return T.concatenate([hids, contexts, alphas], axis=2) \
+            .dimshuffle(1, 0, 2)
+
+
+class AttentionPart(Layer):
+    """One of an :class:`AttentionLSTMLayer`'s outputs, per tick.
+
+    ``part`` is ``"hid"`` (batch, time, num_units), ``"context"`` (the gated
+    z_t, (batch, time, region_size)) or ``"attention"`` (alpha_t, (batch,
+    time, n_regions)).
+    """
+
+    def __init__(self, incoming, part, **kwargs):
+        super().__init__(incoming, **kwargs)
+        if not isinstance(incoming, AttentionLSTMLayer):
+            raise TypeError("AttentionPart takes an AttentionLSTMLayer, not %r"
+                            % (incoming,))
+        slices = incoming.part_slices()
+        if part not in slices:
+            raise ValueError("part must be one of %s, not %r"
+                             % (sorted(slices), part))
+        self.part = part
+        self.slice = slices[part]
+        widths = {"hid": incoming.num_units, "context": incoming.region_size,
+                  "attention": incoming.input_shapes[1][1]}
+        self.width = widths[part]
+
+    def get_output_shape_for(self, input_shape):
+        return input_shape[0], input_shape[1], self.width
+
+    def get_output_for(self, input, **kwargs):
+        return input[:, :, self.slice]

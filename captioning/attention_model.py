@@ -1,0 +1,248 @@
+"""The attention caption model ("Show, Attend and Tell"), driven like CaptionModel.
+
+Xu et al. 2015 (arXiv 1502.03044) with soft attention::
+
+    regions (batch, R, D) --mean over R--Dense tanh--> h_0 ; --Dense tanh--> c_0
+    words (batch, time) --Embedding--> E y_{t-1} --+
+    regions -------------------------------------+--> AttentionLSTMLayer (mask)
+        --> h_t, z_t (gated context), alpha_t per tick
+    deep output (sec. 3.1.2, eq. 7), one row per (batch, tick):
+        E y_{t-1} + L_h h_t + L_z z_t --[tanh]--Dropout--L_o, softmax--> p(y_t)
+
+trained on the mean cross-entropy per target word plus the doubly stochastic
+attention regulariser (sec. 4.2.1), ``lambda * sum_i (1 - sum_t alpha_ti)^2``
+per caption over the ticks that predict a word, divided by the same word
+count as the cross-entropy (so ``lambda`` weighs it as in the paper's
+per-caption sums). The paper's eq. 7 is linear inside ``L_o``; the authors'
+code puts a tanh there (``deep_output_nonlinearity``).
+
+It is a :class:`captioning.model.CaptionModel` with another graph: the same
+``train_step``/``val_step``/``get_probs``/``prepare_codes``, weights by name,
+``learning_rate`` and Adam state; its image input is the regions
+(n, R, D) instead of one vector per image. Decoding needs the regions at
+every tick, see :meth:`AttentionCaptionModel.compile_step`.
+"""
+import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
+
+import numpy as np
+import theano
+import theano.tensor as T
+from lasagne import init, nonlinearities
+from lasagne.layers import (DenseLayer, DimshuffleLayer, DropoutLayer,
+                            ElemwiseSumLayer, EmbeddingLayer, GlobalPoolLayer,
+                            InputLayer, NonlinearityLayer, get_all_layers,
+                            get_output)
+
+from broadcast import BroadcastLayer, UnbroadcastLayer
+from captioning.attention import AttentionLSTMLayer, AttentionPart
+from captioning.model import CaptionModel
+from captioning.text import PAD_ix
+
+__all__ = ["ATTENTION_HYPER", "AttentionCaptionModel"]
+
+ATTENTION_HYPER = {
+    # features per region (the 7x7x1280 map of EfficientNet-Lite0)
+    "cnn_feature_size": 1280,
+    "embed_size": 256,
+    "lstm_units": 512,
+    "attention_units": 256,
+    # dropout before L_o, as in the authors' code
+    "output_dropout": 0.5,
+    "grad_clipping": 5.0,
+    "learning_rate": 1e-3,
+    # lambda of the doubly stochastic regulariser; 0 turns it off
+    "attention_penalty": 1.0,
+    "deep_output_nonlinearity": "linear",   # or "tanh"
+    # False keeps the embedding at its initial value (e.g. word vectors)
+    "train_embedding": True,
+}
+
+DEEP_OUTPUT_NONLINEARITIES = {"linear": None, "tanh": nonlinearities.tanh}
+
+
+class AttentionCaptionModel(CaptionModel):
+    """Soft attention over image regions with a deep output layer.
+
+    Parameters
+    ----------
+    vocab : Vocabulary
+    seed : int, optional
+        Seeds the initial weights and the dropout masks.
+    embedding : ndarray (len(vocab), embed_size), optional
+        Initial word embedding (e.g. pretrained word vectors, one row per
+        vocabulary word); default Lasagne's Normal(0.01).
+        ``train_embedding=False`` keeps it fixed.
+    **hyper
+        Overrides of :data:`ATTENTION_HYPER`.
+
+    Attributes
+    ----------
+    layers : dict
+        As CaptionModel's, by name: ``words, mask, embedding, regions,
+        mean_region, hid_init, cell_init, decoder, hid, context, attention,
+        broadcast, out_hid, context_rows, out_context, word_rows,
+        deep_output, [deep_output_tanh], [output_dropout], output,
+        probabilities``.
+    regions : TensorVariable (batch, n_regions, cnn_feature_size)
+        The image input (also ``image_vectors``, the name CaptionModel's
+        functions use).
+    code_mean, code_std : ndarray (cnn_feature_size,)
+        Per-feature standardisation of the regions (:meth:`prepare_codes`).
+    """
+
+    default_hyper = ATTENTION_HYPER
+
+    def __init__(self, vocab, seed=None, embedding=None, **hyper):
+        self._embedding_init = embedding  # read by _build_graph only
+        super().__init__(vocab, seed=seed, **hyper)
+
+    # ------------------------------------------------------------ the graph
+    def _build_graph(self):
+        h = self.hyper
+        n_tokens, E = len(self.vocab), h["embed_size"]
+        H, D = h["lstm_units"], h["cnn_feature_size"]
+        if h["deep_output_nonlinearity"] not in DEEP_OUTPUT_NONLINEARITIES:
+            raise ValueError("deep_output_nonlinearity must be one of %s, got %r"
+                             % (sorted(DEEP_OUTPUT_NONLINEARITIES),
+                                h["deep_output_nonlinearity"]))
+        W_embedding = init.Normal()
+        if self._embedding_init is not None:
+            W_embedding = np.asarray(self._embedding_init, theano.config.floatX)
+            if W_embedding.shape != (n_tokens, E):
+                raise ValueError("the initial embedding must be (%d words, %d),"
+                                 " not %s" % (n_tokens, E, W_embedding.shape))
+        self.sentences = T.imatrix("sentences")
+        self.regions = self.image_vectors = T.tensor3("regions")
+        self.sentence_mask = T.neq(self.sentences, PAD_ix)
+        self.word_ids = T.maximum(self.sentences, 0)  # PAD -> 0, masked
+
+        l_words = InputLayer((None, None), self.word_ids, name="words")
+        l_mask = InputLayer((None, None), self.sentence_mask, name="mask")
+        l_embedding = EmbeddingLayer(l_words, n_tokens, E, W=W_embedding,
+                                     name="embedding")
+        if not h["train_embedding"]:
+            l_embedding.params[l_embedding.W].discard("trainable")
+        l_regions = InputLayer((None, None, D), self.regions, name="regions")
+        # GlobalPoolLayer means over the trailing axis: put the regions last
+        l_mean = GlobalPoolLayer(DimshuffleLayer(l_regions, (0, 2, 1)),
+                                 name="mean_region")
+        l_hid0 = DenseLayer(l_mean, H, nonlinearity=nonlinearities.tanh,
+                            name="hid_init")
+        l_cell0 = DenseLayer(l_mean, H, nonlinearity=nonlinearities.tanh,
+                             name="cell_init")
+        decoder = AttentionLSTMLayer(
+            l_embedding, l_regions, H, attention_units=h["attention_units"],
+            mask_input=l_mask, hid_init=l_hid0, cell_init=l_cell0,
+            peepholes=False, grad_clipping=h["grad_clipping"], name="decoder")
+        l_hid = AttentionPart(decoder, "hid", name="hid")
+        l_context = AttentionPart(decoder, "context", name="context")
+        l_attention = AttentionPart(decoder, "attention", name="attention")
+
+        # the deep output, on one row per (batch, tick)
+        l_broadcast = BroadcastLayer(l_hid, (0, 1), name="broadcast")
+        l_out_hid = DenseLayer(l_broadcast, E, nonlinearity=None,
+                               name="out_hid")
+        # no bias: out_hid's already shifts the sum
+        l_out_context = DenseLayer(
+            BroadcastLayer(l_context, (0, 1), name="context_rows"), E, b=None,
+            nonlinearity=None, name="out_context")
+        l_deep = ElemwiseSumLayer(
+            [BroadcastLayer(l_embedding, (0, 1), name="word_rows"),
+             l_out_hid, l_out_context], name="deep_output")
+        nonlinearity = DEEP_OUTPUT_NONLINEARITIES[h["deep_output_nonlinearity"]]
+        if nonlinearity is not None:
+            l_deep = NonlinearityLayer(l_deep, nonlinearity,
+                                       name="deep_output_tanh")
+        if h["output_dropout"]:
+            l_deep = DropoutLayer(l_deep, p=h["output_dropout"],
+                                  name="output_dropout")
+        l_output = DenseLayer(l_deep, n_tokens,
+                              nonlinearity=nonlinearities.softmax,
+                              name="output")
+        l_probs = UnbroadcastLayer(l_output, broadcast_layer=l_broadcast,
+                                   name="probabilities")
+        self.layers = {l.name: l for l in
+                       get_all_layers([l_probs, l_attention]) if l.name}
+
+    # ------------------------------------------------------------ losses
+    def _losses(self, deterministic):
+        """``(cross-entropy, attention penalty)``, each per target word,
+        from one pass through the graph (one dropout draw)."""
+        probs, alpha = get_output(
+            [self.layers["output"], self.layers["attention"]],
+            deterministic=deterministic)
+        loss, output_mask = self._rows_loss(probs)
+        # each region's attention summed over the ticks that predict a word
+        coverage = (alpha * output_mask.dimshuffle(0, 1, "x")).sum(axis=1)
+        penalty = T.sqr(1 - coverage).sum() / output_mask.sum()
+        return loss, penalty
+
+    def loss(self, deterministic):
+        """Mean cross-entropy of the next word over the non-PAD targets."""
+        return self._losses(deterministic)[0]
+
+    def training_losses(self):
+        """The cross-entropy (reported) and it plus lambda * the penalty
+        (minimised)."""
+        loss, penalty = self._losses(deterministic=False)
+        weight = np.float32(self.hyper["attention_penalty"])
+        return loss, loss + weight * penalty
+
+    # ------------------------------------------------------------ decoding
+    def compile_step(self):
+        """Compile (once) the one-tick decoder; returns ``init_state, step``.
+
+        ``init_state(regions) -> (cell, hid, projected)``: the state before
+        the first word and the regions' attention projection, computed once
+        per image. ``step(prev_words, cell, hid, regions, projected) ->
+        (log_probs, cell, hid, alpha)``: one word per row in, the next
+        word's log-probabilities, the new state and where the tick looked
+        (alpha, (rows, n_regions)). Row r of ``regions``/``projected`` must
+        be the image of row r of the state: for beam search repeat them
+        once per beam (a beam never changes image, so they are never
+        reordered).
+        """
+        if self._step_fns is not None:
+            return self._step_fns
+        decoder = self.layers["decoder"]
+        cell0, hid0 = get_output([self.layers["cell_init"],
+                                  self.layers["hid_init"]], deterministic=True)
+        init_state = theano.function(
+            [self.regions], [cell0, hid0, decoder.project_regions(self.regions)],
+            name="init_state")
+
+        prev_words = T.ivector("prev_words")
+        cell_prev, hid_prev = T.matrix("cell"), T.matrix("hid")
+        projected = T.tensor3("projected")
+        embedded = self.layers["embedding"].get_output_for(prev_words)
+        cell, hid, alpha, context = decoder.step(embedded, cell_prev, hid_prev,
+                                                 self.regions, projected)
+        deep = (embedded + self.layers["out_hid"].get_output_for(hid)
+                + self.layers["out_context"].get_output_for(context))
+        if "deep_output_tanh" in self.layers:
+            deep = self.layers["deep_output_tanh"].get_output_for(deep)
+        output = self.layers["output"]
+        log_probs = T.nnet.logsoftmax(T.dot(deep, output.W) + output.b)
+        step = theano.function(
+            [prev_words, cell_prev, hid_prev, self.regions, projected],
+            [log_probs, cell, hid, alpha], name="decode_step")
+        self._step_fns = (init_state, step)
+        return self._step_fns
+
+    def prepare_codes(self, codes):
+        """Standardise region features (n, n_regions, cnn_feature_size),
+        float16 or float32, per feature; float32 out."""
+        codes = np.asarray(codes)
+        D = self.hyper["cnn_feature_size"]
+        if codes.ndim != 3 or codes.shape[2] != D:
+            raise ValueError("region features must be (n, regions, %d), got %s"
+                             % (D, codes.shape))
+        # statistics over images *and* regions: a (regions, D) mean would
+        # broadcast silently and standardise each region on its own
+        for name in ("code_mean", "code_std"):
+            if np.shape(getattr(self, name)) != (D,):
+                raise ValueError("%s must be (%d,) (one value per feature, "
+                                 "over all images and regions), not %s"
+                                 % (name, D, np.shape(getattr(self, name))))
+        return ((codes.astype("float32") - self.code_mean)
+                / self.code_std).astype("float32")

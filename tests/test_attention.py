@@ -1,0 +1,463 @@
+"""AttentionLSTMLayer and AttentionCaptionModel against a plain numpy
+implementation of Xu et al. 2015 (soft attention, gating scalar beta, deep
+output, doubly stochastic regulariser) written here.
+
+The layer's graphs are built in float64 (``theano.change_flags(floatX=
+"float64")``) and compiled with the pure-Python linker (scan's inner step is compiled
+by Theano's default mode), so the forward pass matches numpy to a relative
+1e-10 and the gradients match central differences (step 1e-6) of the numpy
+reference to a relative 1e-6. The model is built in the project's float32
+and compared with float32 tolerances (relative 1e-5); its decoder is
+compiled in Theano's default mode, as ``caption`` compiles it.
+"""
+import captioning  # noqa: F401  (before theano/lasagne)
+
+import numpy as np
+import pytest
+import theano
+import theano.tensor as T
+import lasagne
+from lasagne.init import Normal
+from lasagne.layers import (DenseLayer, DimshuffleLayer, Gate, GlobalPoolLayer,
+                            InputLayer, get_all_params, get_output)
+
+from captioning.attention import AttentionLSTMLayer, AttentionPart
+from captioning.attention_model import AttentionCaptionModel
+from captioning.model import END, START, Vocabulary
+
+PY = theano.compile.Mode(linker="py", optimizer="fast_compile")
+B, TIME, E, H, R, D, A = 3, 4, 3, 5, 4, 6, 3  # batch, ticks, input, units,
+GATES = ("ingate", "forgetgate", "cell", "outgate")  # regions, features, MLP
+
+
+# ------------------------------------------------------------ numpy reference
+def sigmoid(v):
+    return 1 / (1 + np.exp(-v))
+
+
+def softmax(v):
+    e = np.exp(v - v.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def numpy_attention_lstm(p, x, regions, mask, h0, c0, peepholes):
+    """Xu et al.'s soft-attention LSTM, tick by tick.
+
+    ``p``: the layer's weights by name. Returns h, z (the gated context) and
+    alpha per tick, (batch, time, ...); a tick with mask 0 keeps (c, h).
+    """
+    h, c = h0, c0
+    hs, zs, alphas = [], [], []
+    for t in range(x.shape[1]):
+        e = np.tanh(regions @ p["W_att"] + p["b_att"]
+                    + (h @ p["W_hid_att"])[:, None, :]) @ p["w_att"]
+        alpha = softmax(e)
+        beta = sigmoid(h @ p["w_beta"] + p["b_beta"])
+        z = beta[:, None] * np.einsum("br,brd->bd", alpha, regions)
+
+        def pre(g):
+            return (x[:, t] @ p["W_in_to_" + g] + h @ p["W_hid_to_" + g]
+                    + z @ p["W_ctx_to_" + g] + p["b_" + g])
+        peep = {g: (p["W_cell_to_" + g] if peepholes else 0)
+                for g in ("ingate", "forgetgate", "outgate")}
+        i = sigmoid(pre("ingate") + c * peep["ingate"])
+        f = sigmoid(pre("forgetgate") + c * peep["forgetgate"])
+        c_new = f * c + i * np.tanh(pre("cell"))
+        o = sigmoid(pre("outgate") + c_new * peep["outgate"])
+        h_new = o * np.tanh(c_new)
+        m = mask[:, t, None]
+        c, h = m * c_new + (1 - m) * c, m * h_new + (1 - m) * h
+        hs.append(h)
+        zs.append(z)
+        alphas.append(alpha)
+    return [np.stack(v, axis=1) for v in (hs, zs, alphas)]
+
+
+def mean_init(W, b, regions):
+    """The paper's initial state: tanh Dense of the mean region."""
+    return np.tanh(regions.mean(axis=1) @ W + b)
+
+
+def values(layer):
+    """``{name: float64 array}`` of a layer's weights (name unprefixed)."""
+    return {q.name.split(".")[-1]: np.asarray(q.get_value(), np.float64)
+            for q in layer.get_params()}
+
+
+# ------------------------------------------------------------ the layer
+def build_layer(peepholes=True, masked=True, grad_clipping=0):
+    """A float64 layer whose h0/c0 come from the mean region, as in the
+    paper, with weights large enough that every term matters."""
+    with theano.change_flags(floatX="float64"):
+        lasagne.random.set_rng(np.random.RandomState(42))
+        l_x = InputLayer((None, None, E))
+        l_regions = InputLayer((None, R, D))
+        l_mask = InputLayer((None, None)) if masked else None
+        l_mean = GlobalPoolLayer(DimshuffleLayer(l_regions, (0, 2, 1)))
+        inits = {name: DenseLayer(l_mean, H, W=Normal(0.5), b=Normal(0.5),
+                                  nonlinearity=lasagne.nonlinearities.tanh)
+                 for name in ("hid_init", "cell_init")}
+        gate = dict(W_in=Normal(0.6), W_hid=Normal(0.6), W_cell=Normal(1.0),
+                    b=Normal(0.5))
+        layer = AttentionLSTMLayer(
+            l_x, l_regions, H, attention_units=A,
+            ingate=Gate(**gate), forgetgate=Gate(**gate), outgate=Gate(**gate),
+            cell=Gate(W_cell=None, nonlinearity=lasagne.nonlinearities.tanh,
+                      **{k: v for k, v in gate.items() if k != "W_cell"}),
+            W_att=Normal(0.7), W_hid_att=Normal(0.7), b_att=Normal(0.5),
+            w_att=Normal(1.0), w_beta=Normal(0.7), b_beta=Normal(0.5),
+            peepholes=peepholes, grad_clipping=grad_clipping,
+            mask_input=l_mask, **inits)
+    inputs = [l_x.input_var, l_regions.input_var] + \
+        ([l_mask.input_var] if masked else [])
+    return layer, inputs, inits
+
+
+def data(seed=0):
+    rng = np.random.RandomState(seed)
+    x = rng.randn(B, TIME, E)
+    regions = rng.randn(B, R, D)
+    mask = np.ones((B, TIME))
+    mask[0, TIME - 1:] = 0   # one tick shorter
+    mask[1, 1] = 0           # a hole: the state is carried over
+    mask[2, 0] = 0           # padded first tick: keeps h0, c0
+    return x, regions, mask
+
+
+def all_values(layer, inits):
+    """The layer's weights and its init layers' (``hid_init.W``, ...)."""
+    p = values(layer)
+    for name, init_layer in inits.items():
+        p.update({name + "." + k: v for k, v in values(init_layer).items()})
+    return p
+
+
+def reference(p, x, regions, mask, peepholes=True):
+    """numpy forward with the weights ``p`` (:func:`all_values`)."""
+    h0 = mean_init(p["hid_init.W"], p["hid_init.b"], regions)
+    c0 = mean_init(p["cell_init.W"], p["cell_init.b"], regions)
+    return numpy_attention_lstm(p, x, regions, mask, h0, c0, peepholes)
+
+
+def test_shapes_and_parts():
+    layer, _, _ = build_layer()
+    assert layer.output_shape == (None, None, H + D + R)
+    assert AttentionPart(layer, "hid").output_shape == (None, None, H)
+    assert AttentionPart(layer, "context").output_shape == (None, None, D)
+    assert AttentionPart(layer, "attention").output_shape == (None, None, R)
+    l_any = AttentionLSTMLayer(InputLayer((None, None, E)),
+                               InputLayer((None, None, D)), H)
+    assert AttentionPart(l_any, "attention").output_shape == (None, None, None)
+    with pytest.raises(ValueError):
+        AttentionPart(layer, "beta")
+    with pytest.raises(ValueError):  # region features must be known
+        AttentionLSTMLayer(InputLayer((None, None, E)),
+                           InputLayer((None, R, None)), H)
+
+
+@pytest.mark.parametrize("peepholes, masked", [(True, True), (False, True),
+                                               (True, False)])
+def test_forward_matches_numpy(peepholes, masked):
+    layer, inputs, inits = build_layer(peepholes, masked)
+    x, regions, mask = data()
+    if not masked:
+        mask = np.ones_like(mask)
+    parts = [AttentionPart(layer, p) for p in ("hid", "context", "attention")]
+    f = theano.function(inputs, get_output(parts), mode=PY)
+    got = f(x, regions, mask) if masked else f(x, regions)
+    expected = reference(all_values(layer, inits), x, regions, mask, peepholes)
+    for name, g, e in zip(("h", "z", "alpha"), got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_attention_weights_are_a_distribution_and_padding_keeps_state():
+    layer, inputs, inits = build_layer()
+    x, regions, mask = data(seed=1)
+    hid, alpha = theano.function(
+        inputs, get_output([AttentionPart(layer, "hid"),
+                            AttentionPart(layer, "attention")]),
+        mode=PY)(x, regions, mask)
+    assert np.all(alpha >= 0)
+    np.testing.assert_allclose(alpha.sum(axis=2), 1, rtol=1e-12)
+    assert alpha.std(axis=2).min() > 1e-3  # not uniform: the MLP matters
+    # padded ticks repeat the previous hidden state; a padded first tick
+    # gives h0 = tanh(mean region W + b)
+    np.testing.assert_array_equal(hid[0, TIME - 1], hid[0, TIME - 2])
+    np.testing.assert_array_equal(hid[1, 1], hid[1, 0])
+    h0 = mean_init(inits["hid_init"].W.get_value(),
+                   inits["hid_init"].b.get_value(), regions)
+    np.testing.assert_allclose(hid[2, 0], h0[2], rtol=1e-12)
+    assert not np.allclose(hid[2, 1], hid[2, 0])
+
+
+def numeric_grad(fun, value, eps=1e-6):
+    grad = np.zeros_like(value)
+    for idx in np.ndindex(value.shape):
+        step = np.zeros_like(value)
+        step[idx] = eps
+        grad[idx] = (fun(value + step) - fun(value - step)) / (2 * eps)
+    return grad
+
+
+def test_gradients_match_central_differences():
+    # d(sum of random weights * [h, z, alpha]) w.r.t. every parameter (the
+    # LSTM's, the attention's, beta's, the mean-region init Dense layers')
+    # and both inputs, against central differences of the numpy reference.
+    layer, inputs, inits = build_layer()
+    x, regions, mask = data(seed=2)
+    out = get_output(layer)
+    rng = np.random.RandomState(3)
+    weights = rng.randn(B, TIME, H + D + R)
+    loss = (out * weights).sum()
+    params = get_all_params(layer)
+    assert len(params) == 4 + 4 * 4 + 3 + 6  # inits, gates, peepholes, attn
+    f = theano.function(inputs, theano.grad(loss, params + inputs[:2]),
+                        mode=PY)
+    grads = f(x, regions, mask)
+
+    p = all_values(layer, inits)
+
+    def numpy_loss(**replaced):
+        xx, rr = replaced.pop("x", x), replaced.pop("regions", regions)
+        return (np.concatenate(reference(dict(p, **replaced), xx, rr, mask),
+                               axis=2) * weights).sum()
+
+    names = [("hid_init." if q in inits["hid_init"].get_params() else
+              "cell_init." if q in inits["cell_init"].get_params() else "")
+             + q.name.split(".")[-1] for q in params]
+    checked = list(zip(names, params, grads))
+    checked += [("x", None, grads[-2]), ("regions", None, grads[-1])]
+    for name, param, grad in checked:
+        value = {"x": x, "regions": regions}[name] if param is None \
+            else param.get_value()
+        expected = numeric_grad(lambda v: numpy_loss(**{name: v}),
+                                np.asarray(value, np.float64))
+        assert np.abs(expected).max() > 1e-3, name  # every weight matters
+        np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-7,
+                                   err_msg=name)
+
+
+def test_one_tick_step_equals_the_full_graph():
+    layer, inputs, inits = build_layer(masked=False)
+    x, regions, _ = data(seed=4)
+    parts = get_output([AttentionPart(layer, p)
+                        for p in ("hid", "context", "attention")])
+    full = theano.function(inputs, parts, mode=PY)(x, regions)
+    with theano.change_flags(floatX="float64"):
+        x_t, c, h = T.matrix(), T.matrix(), T.matrix()
+        r, proj = T.tensor3(), T.tensor3()
+    tick = theano.function([x_t, c, h, r, proj],
+                           layer.step(x_t, c, h, r, proj), mode=PY)
+    start = theano.function(
+        [inputs[1]], get_output([inits["cell_init"], inits["hid_init"]])
+        + [layer.project_regions(inputs[1])], mode=PY)
+    c, h, projected = start(regions)
+    for t in range(TIME):
+        c, h, alpha, z = tick(x[:, t], c, h, regions, projected)
+        for name, got, expected in (("h", h, full[0]), ("z", z, full[1]),
+                                    ("alpha", alpha, full[2])):
+            np.testing.assert_allclose(got, expected[:, t], rtol=1e-12,
+                                       atol=1e-14,
+                                       err_msg="%s at tick %d" % (name, t))
+
+
+def clipped(grad_clipping):
+    layer, inputs, inits = build_layer(grad_clipping=grad_clipping)
+    x, regions, mask = data(seed=5)
+    out = get_output(layer)
+    f = theano.function(inputs, [out, theano.grad(100 * out.sum(), inputs[0])],
+                        mode=PY)
+    return layer, f(x, regions, mask)
+
+
+def test_grad_clipping_bounds_the_gate_messages():
+    clip = 1e-4
+    layer, (out, grad) = clipped(clip)
+    _, (out_free, grad_free) = clipped(0)
+    np.testing.assert_array_equal(out, out_free)  # the forward pass is kept
+    # The words enter only through x W_in, whose product feeds the gate
+    # pre-activations; each gets a message in [-clip, clip], so
+    # |dL/dx[b, t, k]| <= clip * sum_j |W_in[k, j]| (the 4 gates stacked).
+    W_in = np.concatenate([getattr(layer, "W_in_to_" + g).get_value()
+                           for g in GATES], axis=1)
+    bound = clip * np.abs(W_in).sum(axis=1) * (1 + 1e-9)
+    assert np.all(np.abs(grad) <= bound)
+    assert np.any(np.abs(grad_free) > 10 * bound)  # the bound bites
+    assert np.abs(grad).max() > 0                  # clipped, not zeroed
+
+
+# ------------------------------------------------------------ the model
+WORDS = ["#UNK#", "#START#", "#END#"] + ["w%d" % i for i in range(8)]
+MD, MR = 7, 5  # region features and regions of the model's tests
+
+
+def tiny_model(seed=0, **hyper):
+    hyper = dict(dict(embed_size=4, lstm_units=6, attention_units=3,
+                      cnn_feature_size=MD), **hyper)
+    model = AttentionCaptionModel(Vocabulary(WORDS), seed=seed, **hyper)
+    rng = np.random.RandomState(seed + 100)
+    # larger weights than the initialisers give: far-from-uniform outputs
+    for param in model.params():
+        value = param.get_value()
+        param.set_value(np.asarray(rng.randn(*value.shape) * 0.7,
+                                   value.dtype))
+    return model
+
+
+def sentences(model, *captions):
+    return model.vocab.as_matrix([[START] + c.split() + [END]
+                                  for c in captions])
+
+
+def batch(model, seed=0):
+    regions = np.random.RandomState(seed).randn(3, MR, MD).astype("float32")
+    matrix = sentences(model, "w0 w1 w2 w3", "w4", "w5 w6 w7")  # padded
+    return regions, matrix
+
+
+def numpy_model(model, regions, matrix):
+    """Xu et al.'s model in numpy: (cross-entropy per target word, the
+    attention penalty per target word, probabilities (batch, time, V))."""
+    p = {k: np.asarray(v, np.float64) for k, v in
+         model.get_param_values().items()}
+    layer = {k.split(".", 1)[1]: v for k, v in p.items()
+             if k.startswith("decoder.")}
+    words = np.maximum(matrix, 0)
+    mask = (matrix != -1).astype(np.float64)
+    x = p["embedding.W"][words]
+    a = regions.astype(np.float64)
+    h, z, alpha = numpy_attention_lstm(
+        layer, x, a, mask, mean_init(p["hid_init.W"], p["hid_init.b"], a),
+        mean_init(p["cell_init.W"], p["cell_init.b"], a), peepholes=False)
+    deep = x + h @ p["out_hid.W"] + p["out_hid.b"] + z @ p["out_context.W"]
+    if model.hyper["deep_output_nonlinearity"] == "tanh":
+        deep = np.tanh(deep)
+    probs = softmax(deep @ p["output.W"] + p["output.b"])
+    # tick t predicts word t+1, where there is one
+    target_mask = mask[:, 1:]
+    n = target_mask.sum()
+    picked = np.take_along_axis(probs[:, :-1], words[:, 1:, None], 2)[..., 0]
+    xent = -(np.log(picked) * target_mask).sum() / n
+    coverage = (alpha[:, :-1] * target_mask[:, :, None]).sum(axis=1)
+    penalty = ((1 - coverage) ** 2).sum() / n
+    return xent, penalty, probs
+
+
+@pytest.mark.parametrize("nonlinearity", ["linear", "tanh"])
+def test_model_loss_and_regulariser_match_numpy(nonlinearity):
+    model = tiny_model(output_dropout=0, attention_penalty=0.7,
+                       deep_output_nonlinearity=nonlinearity)
+    regions, matrix = batch(model)
+    xent, penalty, probs = numpy_model(model, regions, matrix)
+    assert penalty > 0.1  # the regulariser is not negligible here
+    reported, objective = model.training_losses()
+    f = theano.function([model.regions, model.sentences],
+                        [model.loss(deterministic=True), reported, objective],
+                        mode=PY)
+    val, train, total = f(regions, matrix)
+    assert float(val) == pytest.approx(xent, rel=1e-5)
+    assert float(train) == pytest.approx(xent, rel=1e-5)
+    assert float(total) == pytest.approx(xent + 0.7 * penalty, rel=1e-5)
+    got = theano.function([model.regions, model.sentences],
+                          get_output(model.layers["probabilities"],
+                                     deterministic=True), mode=PY)
+    np.testing.assert_allclose(got(regions, matrix), probs, rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_decoder_step_equals_the_full_graph():
+    model = tiny_model(seed=1)
+    regions, matrix = batch(model, seed=1)
+    matrix = sentences(model, "w0 w1 w2", "w3 w4 w5", "w6 w7 w0")  # no PAD
+    full = model.get_probs(regions, matrix)
+    alpha_full = theano.function(
+        [model.regions, model.sentences],
+        get_output(model.layers["attention"], deterministic=True))(
+            regions, matrix)
+    init_state, step = model.compile_step()
+    cell, hid, projected = init_state(regions)
+    for t in range(matrix.shape[1]):
+        log_probs, cell, hid, alpha = step(matrix[:, t], cell, hid, regions,
+                                           projected)
+        np.testing.assert_allclose(np.exp(log_probs), full[:, t], atol=2e-6,
+                                   err_msg="tick %d" % t)
+        np.testing.assert_allclose(alpha, alpha_full[:, t], atol=2e-6)
+    # and a beam's rows: images repeated, state rows in any order
+    order = [2, 0, 0, 1]
+    cell, hid, projected = init_state(regions)
+    lp, *_ = step(matrix[order, 0], cell[order], hid[order], regions[order],
+                  projected[order])
+    np.testing.assert_allclose(np.exp(lp), full[order, 0], atol=2e-6)
+    assert_float32(model.compile_step())
+
+
+def assert_float32(functions):
+    """No node computes in float64 (it would be slower and mean a wrong
+    dtype somewhere in the graph)."""
+    for fn in functions:
+        wide = [node for node in fn.maker.fgraph.toposort()
+                for out in node.outputs
+                if getattr(out.type, "dtype", None) == "float64"]
+        assert not wide, "%s computes in float64: %s" % (fn.name, wide[:3])
+
+
+@pytest.mark.parametrize("train_embedding", [True, False])
+def test_embedding_from_a_matrix_frozen_or_trained(train_embedding,
+                                                   monkeypatch):
+    monkeypatch.setattr(AttentionCaptionModel, "train_mode",
+                        classmethod(lambda cls: PY))
+    vectors = np.random.RandomState(7).randn(len(WORDS), 4)
+    model = AttentionCaptionModel(Vocabulary(WORDS), seed=0, embedding=vectors,
+                                  embed_size=4, lstm_units=6, attention_units=3,
+                                  cnn_feature_size=MD, output_dropout=0,
+                                  train_embedding=train_embedding)
+    W = model.layers["embedding"].W
+    np.testing.assert_array_equal(W.get_value(), vectors.astype("float32"))
+    assert (W in model.params(trainable=True)) == train_embedding
+    assert "embedding.W" in model.get_param_values()  # saved either way
+    regions, matrix = batch(model, seed=2)
+    before = {k: v.copy() for k, v in model.get_param_values().items()}
+    val_before = float(model.val_step(regions, matrix))
+    # with no dropout, the train step returns the cross-entropy before
+    # its update (not the regularised objective)
+    assert float(model.train_step(regions, matrix)) == \
+        pytest.approx(val_before, rel=1e-5)
+    for _ in range(20):
+        model.train_step(regions, matrix)
+    assert float(model.val_step(regions, matrix)) < val_before - 0.1
+    after = model.get_param_values()
+    assert np.array_equal(after["embedding.W"], before["embedding.W"]) \
+        != train_embedding
+    assert not np.array_equal(after["decoder.w_att"], before["decoder.w_att"])
+    assert_float32(model.compile_train())
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="embedding"):
+        AttentionCaptionModel(Vocabulary(WORDS), embedding=np.zeros((3, 4)),
+                              embed_size=4)
+    with pytest.raises(ValueError, match="deep_output_nonlinearity"):
+        AttentionCaptionModel(Vocabulary(WORDS),
+                              deep_output_nonlinearity="relu")
+    with pytest.raises(ValueError, match="unknown"):
+        AttentionCaptionModel(Vocabulary(WORDS), dropout=0.5)
+
+
+def test_prepare_codes_standardises_each_feature():
+    model = AttentionCaptionModel(Vocabulary(WORDS), embed_size=4,
+                                  lstm_units=6, cnn_feature_size=MD)
+    rng = np.random.RandomState(8)
+    model.code_mean = rng.randn(MD).astype("float32")
+    model.code_std = rng.rand(MD).astype("float32") + 0.5
+    codes = rng.randn(2, MR, MD).astype("float16")
+    got = model.prepare_codes(codes)
+    assert got.dtype == np.float32
+    expected = (codes.astype(np.float64) - model.code_mean) / model.code_std
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    with pytest.raises(ValueError):
+        model.prepare_codes(codes[:, 0])           # pooled, not regions
+    with pytest.raises(ValueError):
+        model.prepare_codes(codes[:, :, :-1])      # other features
+    model.code_mean = codes.mean(axis=0)           # per region: refused
+    with pytest.raises(ValueError, match="code_mean"):
+        model.prepare_codes(codes)
