@@ -24,7 +24,7 @@ regulariser alpha_t); :class:`AttentionPart` takes one of them out.
 :meth:`AttentionLSTMLayer.step` is one tick on the same weights, for
 decoding a word at a time.
 """
-import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
+import captioning.stack  # noqa: F401  (Theano flags and the Lasagne backport first)
 
 import theano
 import theano.tensor as T
@@ -32,7 +32,7 @@ from lasagne import init, nonlinearities
 from lasagne.layers import Layer, MergeLayer
 from lasagne.layers.recurrent import Gate
 
-from captioning.lasagne_compat.lstm import (GATES, add_init_incomings,
+from captioning.stack.lasagne_compat.lstm import (GATES, add_init_incomings,
                                             initial_state, lstm_tick,
                                             stacked_weights)
 

@@ -22,7 +22,7 @@ It is a :class:`captioning.model.CaptionModel` with another graph: the same
 (n, R, D) instead of one vector per image. Decoding needs the regions at
 every tick, see :meth:`AttentionCaptionModel.compile_step`.
 """
-import captioning  # noqa: F401  (Theano flags and the Lasagne backport first)
+import captioning.stack  # noqa: F401  (Theano flags and the Lasagne backport first)
 
 import numpy as np
 import theano

@@ -10,7 +10,7 @@ reference to a relative 1e-6. The model is built in the project's float32
 and compared with float32 tolerances (relative 1e-5); its decoder is
 compiled in Theano's default mode, as ``caption`` compiles it.
 """
-import captioning  # noqa: F401  (before theano/lasagne)
+import captioning.stack  # noqa: F401  (before theano/lasagne)
 
 import numpy as np
 import pytest
