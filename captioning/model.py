@@ -1,4 +1,4 @@
-"""The seminar's captioning network and the model directory.
+"""The seminar's captioning network.
 
 The graph is the seminar notebook's::
 
@@ -21,17 +21,11 @@ Beside it, :meth:`CaptionModel.compile_step` builds a one-step graph from the
 *same* shared weights (one LSTM tick plus the output layer), so decoding a
 caption costs one tick per word instead of re-running the whole prefix.
 
-A trained model is a directory: ``params.npz`` (weights, by layer and
-parameter name), ``model.json`` (vocabulary, hyper-parameters, the encoder
-that made the image codes it was trained on and the text normaliser of its
-captions) and, from training, ``loss.png``. Nothing is pickled.
+A trained model is saved as a directory by :mod:`captioning.model_dir`.
 """
 import captioning.stack  # noqa: F401  (Theano flags and the Lasagne backport first)
 
-import json
 import os
-import zipfile
-import zlib
 
 import numpy as np
 import theano
@@ -43,25 +37,13 @@ from lasagne.layers import (InputLayer, EmbeddingLayer, DropoutLayer,
 
 from broadcast import BroadcastLayer, UnbroadcastLayer
 from captioning.errors import CaptionError
-from captioning.io.files import atomic_write
 from captioning.stack.theano_setup import SPEEDUPS
 # The vocabulary lives with the normaliser; re-exported for older imports.
-from captioning.text import (END, NORMALISER, PAD_ix, START, UNK, Vocabulary,
+from captioning.text import (END, PAD_ix, START, UNK, Vocabulary,
                              caption_tokens)
 
 __all__ = ["PAD_ix", "UNK", "START", "END", "Vocabulary", "CaptionModel",
-           "ModelFileError", "save_model", "load_model", "caption_tokens"]
-
-PARAMS_FILE = "params.npz"
-CONFIG_FILE = "model.json"
-# 2: model.json records "encoder" and "text_normaliser"; 1 (older) did not,
-# and still loads (its encoder_record is None).
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-# The name of the normalisation caption_tokens applies to captions before
-# the vocabulary is built (and the metrics score): recorded in model.json.
-TEXT_NORMALISER = NORMALISER
-
+           "ModelFileError", "caption_tokens", "lstm_tick"]
 
 class ModelFileError(CaptionError):
     """A model directory that is missing, incomplete or does not fit."""
@@ -80,6 +62,8 @@ DEFAULT_HYPER = {
     # the image code -> cell_init Dense: "linear" (the cell state may take
     # any magnitude) or "tanh" (the seminar notebook's choice)
     "image_nonlinearity": "linear",
+    # False keeps the embedding at its initial value (e.g. word vectors)
+    "train_embedding": True,
 }
 
 IMAGE_NONLINEARITIES = {"linear": None, "tanh": lasagne.nonlinearities.tanh}
@@ -91,10 +75,13 @@ class CaptionModel:
     Parameters
     ----------
     vocab : Vocabulary
+    embedding : ndarray (len(vocab), embed_size), optional
+        Initial word embedding (e.g. :mod:`captioning.word_vectors`); default
+        Lasagne's Normal(0.01). ``train_embedding=False`` keeps it fixed.
     **hyper
         Overrides of :data:`DEFAULT_HYPER` (``embed_size``, ``lstm_units``,
         ``dropout``, ``output_dropout``, ``grad_clipping``, ``learning_rate``,
-        ``cnn_feature_size``, ``image_nonlinearity``).
+        ``cnn_feature_size``, ``image_nonlinearity``, ``train_embedding``).
     seed : int, optional
         Seeds the initial weights and the dropout masks, so that training
         is repeatable; None draws them from Lasagne's global generator.
@@ -122,7 +109,8 @@ class CaptionModel:
     # a subclass with another graph has its own defaults
     default_hyper = DEFAULT_HYPER
 
-    def __init__(self, vocab, seed=None, **hyper):
+    def __init__(self, vocab, seed=None, embedding=None, **hyper):
+        self._embedding_init = embedding  # read by _build_graph only
         unknown = set(hyper) - set(self.default_hyper)
         if unknown:
             raise ValueError("unknown hyper-parameters: %s" % sorted(unknown))
@@ -159,7 +147,10 @@ class CaptionModel:
         l_words = InputLayer((None, None), self.word_ids, name="words")
         l_mask = InputLayer((None, None), self.sentence_mask, name="mask")
         l_embedding = EmbeddingLayer(l_words, n_tokens, h["embed_size"],
+                                     W=self._initial_embedding(n_tokens),
                                      name="embedding")
+        if not h["train_embedding"]:
+            l_embedding.params[l_embedding.W].discard("trainable")
         l_image = InputLayer((None, h["cnn_feature_size"]),
                              self.image_vectors, name="image")
         l_image_dropout = DropoutLayer(l_image, p=h["dropout"],
@@ -187,6 +178,17 @@ class CaptionModel:
         l_probs = UnbroadcastLayer(l_output, broadcast_layer=l_broadcast,
                                    name="probabilities")
         self.layers = {l.name: l for l in get_all_layers(l_probs)}
+
+    def _initial_embedding(self, n_tokens):
+        """The embedding's initial value: the given matrix (e.g. word
+        vectors, one row per vocabulary word), else Lasagne's Normal(0.01)."""
+        if self._embedding_init is None:
+            return lasagne.init.Normal()
+        W = np.asarray(self._embedding_init, theano.config.floatX)
+        if W.shape != (n_tokens, self.hyper["embed_size"]):
+            raise ValueError("embedding must be (%d, %d), got %s" % (
+                n_tokens, self.hyper["embed_size"], W.shape))
+        return W
 
     def params(self, trainable=False):
         """The graph's shared variables (all, or only the trainable ones)."""
@@ -435,120 +437,3 @@ def lstm_tick(decoder, x, cell_prev, hid_prev):
     outgate = decoder.nonlinearity_outgate(outgate)
     hid = outgate * decoder.nonlinearity(cell)
     return cell, hid
-
-
-# ---------------------------------------------------------------- model directory
-def save_model(model, model_dir, extra=None, weights=True):
-    """Write ``model_dir/params.npz`` and ``model_dir/model.json``.
-
-    Parameters
-    ----------
-    model : CaptionModel
-    model_dir : str or Path
-        Created if missing. Files are replaced atomically
-        (:func:`captioning.io.files.atomic_write`), so an interrupt never leaves
-        a half-written model.
-    extra : dict, optional
-        More JSON-able facts to keep in ``model.json`` (e.g. training
-        history).
-    weights : bool
-        Also write ``params.npz``; False updates only ``model.json`` (whose
-        vocabulary and hyper-parameters must then be those of the saved
-        weights).
-
-    Raises
-    ------
-    ValueError
-        If ``model.encoder_record`` is not set or gives codes of another
-        size than the model takes: a model must say what it was trained on.
-    """
-    record = model.encoder_record
-    if not isinstance(record, dict) or \
-            record.get("code_size") != model.hyper["cnn_feature_size"]:
-        raise ValueError("model.encoder_record must describe codes of %d "
-                         "values (set it to the Encoder.record() of the codes "
-                         "it is trained on); got %r"
-                         % (model.hyper["cnn_feature_size"], record))
-    os.makedirs(model_dir, exist_ok=True)
-    config = {"format_version": FORMAT_VERSION,
-              "hyper_parameters": model.hyper,
-              "vocabulary": model.vocab.words,
-              "encoder": record,
-              "text_normaliser": TEXT_NORMALISER}
-    config.update(extra or {})
-    if weights:
-        with atomic_write(os.path.join(model_dir, PARAMS_FILE)) as f:
-            np.savez(f, **model.get_param_values())
-    with atomic_write(os.path.join(model_dir, CONFIG_FILE), "w") as f:
-        json.dump(config, f, indent=1)
-
-
-def read_config(model_dir):
-    """``model.json`` of a model directory, checked; raises ModelFileError."""
-    path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.isdir(model_dir):
-        raise ModelFileError("model directory %s does not exist (train one "
-                             "with `caption train`)" % model_dir)
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except FileNotFoundError:
-        raise ModelFileError("%s is missing: %s is not a trained model "
-                             "directory" % (path, model_dir))
-    except (OSError, ValueError) as error:
-        raise ModelFileError("cannot read %s: %s" % (path, error))
-    if not isinstance(config, dict) or \
-            config.get("format_version") not in READABLE_VERSIONS:
-        raise ModelFileError("%s is not a model file of format %s"
-                             % (path, " or ".join(map(str, READABLE_VERSIONS))))
-    needed = ("hyper_parameters", "vocabulary")
-    if config["format_version"] >= 2:
-        needed += ("encoder", "text_normaliser")
-    for key in needed:
-        if key not in config:
-            raise ModelFileError("%s has no %r" % (path, key))
-    normaliser = config.get("text_normaliser", TEXT_NORMALISER)  # format 1: unknown
-    if normaliser != TEXT_NORMALISER:
-        # its vocabulary was built from other tokens than the captions it
-        # would now be scored against
-        raise ModelFileError(
-            "%s was trained on captions normalised by %r; this version "
-            "normalises them by %r: retrain it with `caption train`"
-            % (model_dir, normaliser, TEXT_NORMALISER))
-    return config
-
-
-def load_model(model_dir):
-    """Rebuild the model saved in ``model_dir``.
-
-    Raises
-    ------
-    ModelFileError
-        If a file is missing or unreadable, or the weights do not fit the
-        vocabulary and hyper-parameters recorded beside them (the message
-        names each mismatching array).
-    """
-    config = read_config(model_dir)
-    try:
-        vocab = Vocabulary(config["vocabulary"])
-        model = CaptionModel(vocab, **config["hyper_parameters"])
-    except (TypeError, ValueError) as error:
-        raise ModelFileError("%s: %s" % (os.path.join(model_dir, CONFIG_FILE),
-                                         error))
-    model.encoder_record = config.get("encoder")
-    path = os.path.join(model_dir, PARAMS_FILE)
-    try:
-        with np.load(path, allow_pickle=False) as saved:
-            values = {k: saved[k] for k in saved.files}
-    except FileNotFoundError:
-        raise ModelFileError("%s is missing (was training interrupted before "
-                             "its first epoch ended?)" % path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile,
-            zlib.error) as error:
-        # a truncated or damaged file: np.load raises zipfile's and zlib's
-        # errors as they come
-        raise ModelFileError("cannot read %s (%s: %s); the file is damaged: "
-                             "copy the model again or retrain it"
-                             % (path, type(error).__name__, error))
-    model.set_param_values(values, source=path)
-    return model

@@ -297,7 +297,8 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
                                        load_checkpoint, read_checkpoint,
                                        save_checkpoint)
     from captioning.cnn.encode import Encoder
-    from captioning.model import DEFAULT_HYPER, CaptionModel, save_model
+    from captioning.model import DEFAULT_HYPER, CaptionModel
+    from captioning.model_dir import save_model
     from captioning.text import Vocabulary
 
     started = time.time()

@@ -64,7 +64,7 @@ def test_train_writes_a_model_directory(trained):
     history = config["training"]["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     assert (trained / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    assert config["format_version"] == 2
+    assert config["format_version"] == 3 and config["arch"] == "seminar"
     assert config["encoder"] == {"cnn": "fake", "feature_kind": "logits",
                                  "preprocessing": "fake-fake",
                                  "code_size": 1000}

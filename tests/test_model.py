@@ -10,8 +10,8 @@ import theano
 from captioning.text import NORMALISER
 # Vocabulary, PAD_ix, START, END through model.py: its re-exports still work
 from captioning.model import (END, PAD_ix, START, CaptionModel,
-                              ModelFileError, Vocabulary, load_model,
-                              save_model)
+                              ModelFileError, Vocabulary)
+from captioning.model_dir import load_model, save_model
 
 
 # what made the (fake) image codes of the tiny model: 12 values each
@@ -146,7 +146,7 @@ def test_save_and_load_round_trip(model, tmp_path):
         "model.json", "params.npz"]
     config = json.loads((tmp_path / "m" / "model.json").read_text())
     assert config["vocabulary"] == WORDS and config["note"] == "x"
-    assert config["encoder"] == RECORD and config["format_version"] == 2
+    assert config["encoder"] == RECORD and config["format_version"] == 3 and config["arch"] == "seminar"
     assert config["text_normaliser"] == NORMALISER
     with np.load(tmp_path / "m" / "params.npz", allow_pickle=False) as saved:
         assert "decoder.W_in_to_cell" in saved.files

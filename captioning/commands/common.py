@@ -19,7 +19,7 @@ def add_cnn_option(p):
 
 def load_model_or_fail(model_dir):
     """The model, or a UsageError that says what is wrong with the dir."""
-    from captioning.model import ModelFileError, load_model
+    from captioning.model_dir import ModelFileError, load_model
     try:
         return load_model(model_dir)
     except ModelFileError as error:
