@@ -40,10 +40,49 @@ def test_layer_shapes():
     assert model["input"].output_shape == (None, 3, 224, 224)
     assert model["stem"].output_shape == (None, 32, 112, 112)
     assert model["features"].output_shape == (None, 1280, 7, 7)
+    assert model["regions"].output_shape == (None, 49, 1280)
+    assert model["regions"].input_layer.input_layer is model["features"]
+    assert model["pool"].input_layer is model["features"]
     assert model["pool"].output_shape == (None, 1280)
     assert model["logits"].output_shape == (None, 1000)
     assert model["prob"].output_shape == (None, 1000)
     assert sum(1 for name in model if name.endswith(".depthwise")) == 16
+
+
+def test_the_encoder_code_shapes_are_the_layers():
+    from captioning.cnn.encode import Encoder
+    model = E.build_model()
+    for kind, layer in (("spatial", "regions"), ("pooled", "pool"),
+                        ("logits", "logits")):
+        assert model[layer].output_shape[1:] == Encoder(
+            feature_kind=kind).code_shape
+
+
+def test_regions_are_the_grid_in_row_major_order():
+    # A non-square grid (3 rows, 4 columns) of 5 channels, so rows and
+    # columns cannot be confused.
+    import theano
+    from lasagne.layers import InputLayer, get_output
+    inp = InputLayer((None, 5, 3, 4))
+    layer = E.regions_layer(inp)
+    assert layer.output_shape == (None, 12, 5)
+    f = theano.function([inp.input_var], get_output(layer))
+    x = np.random.RandomState(0).randn(2, 5, 3, 4).astype(theano.config.floatX)
+    out = f(x)
+    np.testing.assert_array_equal(out, x.transpose(0, 2, 3, 1).reshape(2, 12, 5))
+    for r in range(12):
+        np.testing.assert_array_equal(out[:, r], x[:, :, r // 4, r % 4])
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (2, 3, 3), (5, 1, 3), (223, 224, 3)])
+def test_small_photos_are_enlarged_to_the_full_grid(shape):
+    # preprocess enlarges the short side to 224, so even a 1 x 1 photo
+    # gives the 7 x 7 region map: no photo is too small.
+    img = np.random.RandomState(0).randint(0, 256, shape).astype(np.uint8)
+    x = E.preprocess(img)
+    assert x.shape == (1, 3, 224, 224)
+    if shape[:2] == (1, 1):
+        np.testing.assert_allclose(x[0, :, 100, 100], (img[0, 0] - 127.0) / 128)
 
 
 @pytest.mark.parametrize("size, kernel, stride, expected", [
@@ -152,3 +191,65 @@ def test_skimage_photos_top1(logits_fn, name, classes):
     top1 = int(np.argmax(logits))
     assert top1 in classes, (name, top1, E.class_names()[top1])
     assert _softmax(logits)[top1] > 0.25
+
+
+# ------------------------------------------------- pooled and spatial codes
+
+@pytest.fixture(scope="module")
+def spatial_batch():
+    """Photos (the first reference images if the shared Flickr8k data is
+    here, else skimage's) as one preprocessed batch, and their reference
+    logits (or None)."""
+    data = flickr8k_dir()
+    ref_path = data / "reference_logits_efficientnet_lite0.npz"
+    if ref_path.is_file():
+        ref = np.load(ref_path)
+        names, expected = ref["names"][:16], ref["logits"][:16]
+        return np.concatenate([E.preprocess(load_rgb(data / "images" / str(n)))
+                               for n in names]), expected
+    import skimage.data
+    photos = [skimage.data.coffee(), skimage.data.chelsea(),
+              skimage.data.astronaut()]
+    return np.concatenate([E.preprocess(p) for p in photos]), None
+
+
+@pytest.fixture(scope="module")
+def spatial_codes(spatial_batch):
+    from captioning.cnn.encode import Encoder
+    return Encoder("efficientnet_lite0", "spatial").batch_codes(spatial_batch[0])
+
+
+@pytest.mark.slow
+def test_spatial_rows_are_the_feature_map_reshaped(spatial_batch, spatial_codes):
+    model = E.load_weights(E.build_model())
+    features = E.compile_logits(model, "features")(spatial_batch[0])
+    n = len(features)
+    assert features.shape == (n, 1280, 7, 7)
+    np.testing.assert_array_equal(
+        spatial_codes["spatial"],
+        features.transpose(0, 2, 3, 1).reshape(n, 49, 1280))
+    # region 8 = row 1, column 1 of the 7 x 7 grid
+    np.testing.assert_array_equal(spatial_codes["spatial"][:, 8],
+                                  features[:, :, 1, 1])
+
+
+@pytest.mark.slow
+def test_pooled_is_the_regions_mean_and_gives_the_logits(
+        spatial_batch, spatial_codes, logits_fn):
+    from captioning.cnn.pth import load_state_dict
+    regions = spatial_codes["spatial"].astype(np.float64)
+    pooled = spatial_codes["pooled"]
+    assert regions.shape[1:] == (49, 1280) and pooled.shape[1:] == (1280,)
+    np.testing.assert_allclose(pooled, regions.mean(axis=1), rtol=1e-5, atol=1e-6)
+    # The classifier read straight from the .pth (torch Linear: out x in).
+    state = load_state_dict(E.default_weights_path())
+    W, b = state["_fc.weight"].astype(np.float64), state["_fc.bias"]
+    from_regions = regions.mean(axis=1) @ W.T + b
+    np.testing.assert_allclose(spatial_codes["logits"], from_regions, atol=1e-4)
+    # the logits of the logits encoder, which the reference test checks
+    np.testing.assert_allclose(logits_fn(spatial_batch[0]), from_regions,
+                               atol=1e-4)
+    expected = spatial_batch[1]
+    if expected is not None:   # and the reference itself
+        assert np.abs(from_regions - expected).max() < 0.01
+        np.testing.assert_array_equal(from_regions.argmax(1), expected.argmax(1))

@@ -31,16 +31,17 @@ import numpy as np
 import theano
 import theano.tensor as T
 import lasagne
-from lasagne.layers import (Conv2DLayer, DenseLayer, ElemwiseSumLayer,
-                            GlobalPoolLayer, InputLayer, Layer,
-                            NonlinearityLayer)
+from lasagne.layers import (Conv2DLayer, DenseLayer, DimshuffleLayer,
+                            ElemwiseSumLayer, GlobalPoolLayer, InputLayer,
+                            Layer, NonlinearityLayer, ReshapeLayer)
 
 from captioning.cnn.depthwise import DepthwiseConv2DLayer
 from captioning.cnn.pth import load_state_dict
 
 __all__ = ["BLOCKS", "BN_EPS", "INPUT_SIZE", "build_model", "preprocess",
            "load_weights", "default_weights_path", "class_names",
-           "fold_batch_norm", "relu6", "SamePadLayer", "compile_logits"]
+           "fold_batch_norm", "relu6", "SamePadLayer", "regions_layer",
+           "compile_logits"]
 
 INPUT_SIZE = 224
 BN_EPS = 1e-3
@@ -94,6 +95,14 @@ class SamePadLayer(Layer):
             out[:, :, top:top + shape[2], left:left + shape[3]], input)
 
 
+def regions_layer(incoming, name="regions"):
+    """(N, C, H, W) feature map -> (N, H*W, C): one C-vector per region,
+    regions in row-major order of the H x W grid (region ``r`` is row
+    ``r // W``, column ``r % W``; row 0 is the top of the photo)."""
+    hwc = DimshuffleLayer(incoming, (0, 2, 3, 1), name=name + ".hwc")
+    return ReshapeLayer(hwc, ([0], -1, [3]), name=name)
+
+
 def _conv(incoming, name, num_filters, kernel, stride=1, groups=1,
           nonlinearity=relu6, layers=None, depthwise="direct"):
     """Conv (+ folded BN) + activation with TF SAME padding; registers the
@@ -144,8 +153,10 @@ def build_model(input_size=INPUT_SIZE, depthwise="direct"):
         Layer name -> Lasagne layer. Main names: ``'input'`` (N, 3, S, S),
         ``'stem'``, ``'blocks.<i>.expand'``/``.depthwise``/``.project``/
         ``.add``, ``'features'`` (head conv after ReLU6, (N, 1280, S/32,
-        S/32)), ``'pool'`` (N, 1280), ``'logits'`` (N, 1000, no softmax),
-        ``'prob'`` (softmax of the logits).
+        S/32)), ``'regions'`` (the same map as (N, (S/32)**2, 1280), see
+        :func:`regions_layer`), ``'pool'`` (N, 1280: the mean of the
+        regions), ``'logits'`` (N, 1000, no softmax), ``'prob'`` (softmax of
+        the logits).
     """
     layers = {}
     net = layers["input"] = InputLayer((None, 3, input_size, input_size))
@@ -169,6 +180,7 @@ def build_model(input_size=INPUT_SIZE, depthwise="direct"):
                 layers[name + ".add"] = net
             index += 1
     net = _conv(net, "features", HEAD_CHANNELS, 1, layers=layers)
+    layers["regions"] = regions_layer(net)
     net = layers["pool"] = GlobalPoolLayer(net, name="pool")  # mean over H, W
     net = layers["logits"] = DenseLayer(net, NUM_CLASSES, nonlinearity=None,
                                         name="logits")
@@ -307,6 +319,8 @@ def preprocess(img, size=INPUT_SIZE):
         antialiased when shrinking), then the centre ``size`` x ``size``
         square is cropped: the whole short side is kept, the long side loses
         equal margins. An image already ``size`` x ``size`` is used as is.
+        A small photo is enlarged the same way (even 1 x 1), so every photo
+        gives the full (size/32) x (size/32) region grid.
 
     Returns
     -------
