@@ -85,6 +85,28 @@ def test_small_photos_are_enlarged_to_the_full_grid(shape):
         np.testing.assert_allclose(x[0, :, 100, 100], (img[0, 0] - 127.0) / 128)
 
 
+@pytest.mark.parametrize("shape", [(1, 65, 3), (130, 2, 3), (0, 5, 3), (5, 0, 3)])
+def test_photos_too_elongated_or_empty_are_refused(shape):
+    with pytest.raises(ValueError, match="%d x %d pixels .* at most 64 times"
+                       % (shape[1], shape[0])):
+        E.preprocess(np.zeros(shape, np.uint8))
+    assert E.preprocess(np.zeros((1, 64, 3), np.uint8)).shape == (1, 3, 224, 224)
+
+
+def test_an_elongated_photo_is_one_failure_of_encode(tmp_path):
+    # through the real encoder, no CNN pass (nothing readable to encode)
+    from PIL import Image
+    from captioning.cnn.encode import Encoder, encode
+    strip = tmp_path / "strip.png"
+    Image.fromarray(np.zeros((1, 3000, 3), np.uint8)).save(strip)
+    codes, kept, failures = encode([strip], Encoder(feature_kind="spatial"),
+                                   cache=False, progress=False)
+    assert codes.shape == (0, 49, 1280) and kept == []
+    assert failures == [(str(strip), "a photo of 3000 x 1 pixels (width x "
+                         "height) cannot be encoded: the long side may be at "
+                         "most 64 times the short one")]
+
+
 @pytest.mark.parametrize("size, kernel, stride, expected", [
     (224, 3, 2, (0, 1)),   # TF puts the odd pixel at the bottom/right
     (112, 5, 2, (1, 2)),

@@ -38,12 +38,14 @@ from lasagne.layers import (Conv2DLayer, DenseLayer, DimshuffleLayer,
 from captioning.cnn.depthwise import DepthwiseConv2DLayer
 from captioning.cnn.pth import load_state_dict
 
-__all__ = ["BLOCKS", "BN_EPS", "INPUT_SIZE", "build_model", "preprocess",
+__all__ = ["BLOCKS", "BN_EPS", "INPUT_SIZE", "MAX_ASPECT", "build_model", "preprocess",
            "load_weights", "default_weights_path", "class_names",
            "fold_batch_norm", "relu6", "SamePadLayer", "regions_layer",
            "compile_logits"]
 
 INPUT_SIZE = 224
+# Longest accepted side / shortest (see preprocess): wider than any panorama.
+MAX_ASPECT = 64
 BN_EPS = 1e-3
 # Per stage: (repeats, kernel, stride of the first block, expansion, out ch)
 BLOCKS = [
@@ -320,13 +322,21 @@ def preprocess(img, size=INPUT_SIZE):
         square is cropped: the whole short side is kept, the long side loses
         equal margins. An image already ``size`` x ``size`` is used as is.
         A small photo is enlarged the same way (even 1 x 1), so every photo
-        gives the full (size/32) x (size/32) region grid.
+        gives the full (size/32) x (size/32) region grid. A photo more than
+        :data:`MAX_ASPECT` times longer than wide (or wider than long) is
+        refused: resizing a 1 x 3000 strip would make a 224 x 672,000
+        image first (1.5 GB, seconds), for a crop of 1/3000 of it.
 
     Returns
     -------
     ndarray, float32, (1, 3, size, size)
         ``(rgb - 127) / 128`` in NCHW order, the normalisation the released
         weights were trained with.
+
+    Raises
+    ------
+    ValueError
+        Not an (H, W, 3) uint8 image, empty, or too elongated.
     """
     from PIL import Image
 
@@ -339,6 +349,10 @@ def preprocess(img, size=INPUT_SIZE):
     if img.dtype != np.uint8:
         raise ValueError("preprocess expects uint8 pixels, got %s" % img.dtype)
     h, w = img.shape[:2]
+    if min(h, w) == 0 or max(h, w) > MAX_ASPECT * min(h, w):
+        raise ValueError("a photo of %d x %d pixels (width x height) cannot be "
+                         "encoded: the long side may be at most %d times the "
+                         "short one" % (w, h, MAX_ASPECT))
     if (h, w) != (size, size):
         scale = size / float(min(h, w))
         new_h = max(size, int(round(h * scale)))
