@@ -82,7 +82,7 @@ CODE_DTYPES = {"logits": np.float32, "pooled": np.float32,
 PASS_ORDER = ("spatial", "pooled", "logits")
 GOOGLENET_WEIGHTS = "data/blvc_googlenet.pkl"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Photos encoded between two saves of the cache (~20 s of CNN work).
+# Photos a cache shard holds: encoded between two writes (~10 s of CNN work).
 CHUNK = 256
 
 # (cnn, feature kind, weights realpath) -> compiled function: one per process.
