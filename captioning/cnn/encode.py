@@ -3,7 +3,7 @@
 An :class:`Encoder` names what makes a code: the CNN, the feature kind and
 the preprocessing; it holds the compiled CNN function (compiled once per
 process and weights file, see :meth:`Encoder.batch_codes`). The kinds
-(EfficientNet-Lite0; GoogLeNet gives logits only):
+(EfficientNet-Lite0 and -Lite2; GoogLeNet gives logits only):
 
 * ``"logits"``: the 1000 ImageNet class scores, float32;
 * ``"pooled"``: the 1280 values of the global average pool before the
@@ -12,7 +12,8 @@ process and weights file, see :meth:`Encoder.batch_codes`). The kinds
   one 1280-vector per region, regions in row-major order of the 7 x 7 grid
   (region r is row r // 7 from the top, column r % 7 from the left); pooled
   is their mean. float16 (the map is ReLU6 output in [0, 6], so float16 keeps
-  it to 2**-11 relative; 125,440 bytes a photo).
+  it to 2**-11 relative; 125,440 bytes a photo). Lite2 (260 px): 9 x 9 = 81
+  regions, same order.
 
 One CNN pass gives the asked kind and the kinds computed after it (spatial
 -> pooled -> logits), and :func:`encode` stores each in its own cache: the
@@ -41,6 +42,7 @@ Anything with the attributes and methods used here (``cnn``,
 ``batch_codes(inputs)``) can stand in for an Encoder; the tests pass such
 fakes as the ``encoder`` argument.
 """
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -48,6 +50,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -59,22 +62,30 @@ __all__ = ["CNNS", "DEFAULT_CNN", "FEATURE_KINDS", "CHUNK", "Encoder",
            "EncoderError", "encode", "encoder_for_model"]
 
 DEFAULT_CNN = "efficientnet_lite0"
-CNNS = ("efficientnet_lite0", "googlenet")
+CNNS = ("efficientnet_lite0", "efficientnet_lite2", "googlenet")
+# The EfficientNet-Lite CNNs -> captioning.cnn.efficientnet's variant.
+EFFICIENTNETS = {"efficientnet_lite0": "lite0", "efficientnet_lite2": "lite2"}
 FEATURE_KINDS = ("logits", "pooled", "spatial")
 # What each CNN's ``preprocess`` does to a uint8 RGB image; a model trained
 # on codes made one way must not be fed codes made another way.
 PREPROCESSING = {
     "efficientnet_lite0": "rgb-short224-bilinear-centrecrop-minus127-div128",
+    "efficientnet_lite2": "rgb-short260-bilinear-centrecrop-minus127-div128",
     "googlenet": "bgr-short224-bilinear-centrecrop-minus-bvlc-mean",
 }
 # The output layer of each CNN that gives the feature kind.
 LAYERS = {("efficientnet_lite0", "logits"): "logits",
           ("efficientnet_lite0", "pooled"): "pool",
           ("efficientnet_lite0", "spatial"): "regions",
+          ("efficientnet_lite2", "logits"): "logits",
+          ("efficientnet_lite2", "pooled"): "pool",
+          ("efficientnet_lite2", "spatial"): "regions",
           ("googlenet", "logits"): "loss3/classifier"}
-# One photo's code per kind; 7 x 7 regions = 224 px input / 32 (the stride
-# of EfficientNet-Lite0's feature map).
-CODE_SHAPES = {"logits": (1000,), "pooled": (1280,), "spatial": (7 * 7, 1280)}
+# One photo's code per kind; regions: the input size / 32 (the stride of
+# the feature map), rounded up: 7 x 7 at Lite0's 224 px, 9 x 9 at Lite2's 260.
+CODE_SHAPES = {"logits": (1000,), "pooled": (1280,)}
+SPATIAL_SHAPES = {"efficientnet_lite0": (7 * 7, 1280),
+                  "efficientnet_lite2": (9 * 9, 1280)}
 CODE_DTYPES = {"logits": np.float32, "pooled": np.float32,
                "spatial": np.float16}
 # The order in which one CNN pass computes the kinds: a pass for a kind
@@ -113,9 +124,18 @@ def _import_pretrained_lenet():
 
 
 def _cnn_module(cnn):
-    if cnn == "efficientnet_lite0":
-        from captioning.cnn import efficientnet
-        return efficientnet
+    """``build_model()``, ``load_weights(model, path)``, ``preprocess(rgb)``
+    of a CNN (and ``default_weights_path()`` for the EfficientNets)."""
+    if cnn in EFFICIENTNETS:
+        from captioning.cnn import efficientnet as E
+        variant = EFFICIENTNETS[cnn]
+        return SimpleNamespace(
+            build_model=functools.partial(E.build_model, variant=variant),
+            load_weights=functools.partial(E.load_weights, variant=variant),
+            preprocess=functools.partial(E.preprocess,
+                                         size=E.VARIANTS[variant][2]),
+            default_weights_path=functools.partial(E.default_weights_path,
+                                                   variant))
     lenet = _import_pretrained_lenet()
     if lenet is None:
         raise EncoderError("--cnn googlenet is unavailable: pretrained_lenet.py "
@@ -129,18 +149,18 @@ class Encoder:
 
     Parameters
     ----------
-    cnn : {'efficientnet_lite0', 'googlenet'}
+    cnn : {'efficientnet_lite0', 'efficientnet_lite2', 'googlenet'}
     feature_kind : {'logits', 'pooled', 'spatial'}
         See the module notes; GoogLeNet: 'logits' only.
     weights : str or Path, optional
-        Weights file; default: the packaged EfficientNet-Lite0 ``.pth``, or
+        Weights file; default: the packaged EfficientNet-Lite ``.pth``, or
         ``data/blvc_googlenet.pkl`` (working directory, then the repository)
         for GoogLeNet.
 
     Attributes
     ----------
     code_shape : tuple
-        One photo's code: (1000,), (1280,) or (49, 1280).
+        One photo's code: (1000,), (1280,) or (49, 1280) (Lite2: (81, 1280)).
     code_size : int
         The length of one feature vector (one region's for 'spatial'):
         ``code_shape[-1]``.
@@ -166,7 +186,8 @@ class Encoder:
         self.cnn, self.feature_kind = cnn, feature_kind
         self.weights = None if weights is None else os.fspath(weights)
         self.preprocessing = PREPROCESSING[cnn]
-        self.code_shape = CODE_SHAPES[feature_kind]
+        self.code_shape = (SPATIAL_SHAPES[cnn] if feature_kind == "spatial"
+                           else CODE_SHAPES[feature_kind])
         self.code_size = self.code_shape[-1]
         self.code_dtype = np.dtype(CODE_DTYPES[feature_kind])
 
@@ -257,16 +278,15 @@ class Encoder:
 
     def weights_path(self):
         """The weights file, checked; EncoderError says where to get it."""
-        if self.cnn == "efficientnet_lite0":
-            from captioning.cnn import efficientnet
+        if self.cnn in EFFICIENTNETS:
             try:
-                path = (efficientnet.default_weights_path()
+                path = (_cnn_module(self.cnn).default_weights_path()
                         if self.weights is None else self.weights)
             except FileNotFoundError as error:
                 raise EncoderError(str(error)) from None
             if not os.path.isfile(path):
-                raise EncoderError("EfficientNet-Lite0 weights not found: %s"
-                                   % path)
+                raise EncoderError("%s weights not found: %s"
+                                   % (self.cnn, path))
             return os.path.realpath(path)
         candidates = ([Path(self.weights)] if self.weights is not None else
                       [Path(GOOGLENET_WEIGHTS), REPO_ROOT / GOOGLENET_WEIGHTS])
