@@ -7,6 +7,8 @@ and ``batches`` (the number of images of each CNN call).
 """
 import os
 
+import numpy as np
+
 from captioning.cnn.images import ImageError
 
 
@@ -18,6 +20,8 @@ class FakeEncoder:
 
     feature_kind = "logits"
     code_size = 1000
+    code_shape = (1000,)
+    code_dtype = np.dtype(np.float32)
 
     def __init__(self, code_of, cnn="fake", fail=(), interrupt_on_batch=None,
                  record=None):
@@ -29,7 +33,7 @@ class FakeEncoder:
 
     @property
     def cache_name(self):
-        return "codes-%s.npz" % self.cnn
+        return "codes-%s" % self.cnn
 
     def record(self):
         if self._record is not None:
@@ -43,6 +47,9 @@ class FakeEncoder:
         if os.path.basename(path) in self.fail:
             raise ImageError(path, "fake failure")
         return self.code_of(path)[None]
+
+    def batch_codes(self, inputs):
+        return {self.feature_kind: self.batch_function(inputs)}
 
     def batch_function(self, inputs):
         self.batches.append(len(inputs))

@@ -8,6 +8,7 @@ The real encoders are only named here, never compiled (test_extract runs
 the real CNN).
 """
 import hashlib
+import json
 import os
 from types import SimpleNamespace
 
@@ -131,23 +132,44 @@ def test_an_interrupted_run_resumes_and_encodes_only_the_rest(tmp_path,
     np.testing.assert_array_equal(codes, [digest_code(p) for p in paths])
 
 
-def test_a_corrupt_cache_file_is_rebuilt(tmp_path):
-    paths = make_files(tmp_path / "files", 2)
+def test_a_damaged_shard_is_encoded_again_not_fatal(tmp_path, monkeypatch):
+    monkeypatch.setattr(encode_module, "CHUNK", 2)   # a shard every 2 files
+    paths = make_files(tmp_path / "files", 4)
+    encode(paths, FakeEncoder(digest_code), progress=False)
+    first = sorted(cache_file(FakeEncoder(digest_code)).glob("*.npy"))[0]
+    first.write_bytes(first.read_bytes()[:-7])       # truncated
     fake = FakeEncoder(digest_code)
-    cache_file(fake).parent.mkdir(parents=True, exist_ok=True)
-    cache_file(fake).write_bytes(b"PK\x03\x04 not really a zip file")
-    codes, _, _ = encode(paths, fake, progress=False)
+    codes, kept, failures = encode(paths, fake, progress=False)
+    assert fake.loaded == [str(p) for p in paths[:2]]
+    assert kept == [0, 1, 2, 3] and failures == []
     np.testing.assert_array_equal(codes, [digest_code(p) for p in paths])
     again = FakeEncoder(digest_code)
     encode(paths, again, progress=False)
     assert again.loaded == []
 
 
-def test_a_cache_of_codes_of_another_size_is_not_used(tmp_path):
+def _old_cache_file(encoder, paths, codes):
+    """The one-file cache earlier versions wrote (``codes-<cnn>.npz``)."""
+    folder = codes_cache.cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / (encoder.cache_name + ".npz"),
+             keys=np.array([codes_cache.file_key(p) for p in paths], dtype=str),
+             codes=np.asarray(codes, dtype="float32"))
+
+
+def test_the_one_file_cache_of_earlier_versions_is_still_read(tmp_path):
+    paths = make_files(tmp_path / "files", 3)
+    fake = FakeEncoder(digest_code)
+    _old_cache_file(fake, paths[:2], [digest_code(p) for p in paths[:2]])
+    codes, kept, _ = encode(paths, fake, progress=False)
+    assert fake.loaded == [str(paths[2])]
+    np.testing.assert_array_equal(codes, [digest_code(p) for p in paths])
+
+
+def test_an_old_cache_of_codes_of_another_size_is_not_used(tmp_path):
     paths = make_files(tmp_path / "files", 2)
     fake = FakeEncoder(digest_code)
-    codes_cache.save(cache_file(fake), {codes_cache.file_key(p): np.zeros(10)
-                                        for p in paths})
+    _old_cache_file(fake, paths, np.zeros((2, 10)))
     codes, _, _ = encode(paths, fake, progress=False)
     assert len(fake.loaded) == 2
     np.testing.assert_array_equal(codes, [digest_code(p) for p in paths])
@@ -158,11 +180,11 @@ def test_each_encoder_has_its_own_cache_file_where_the_environment_says(
     monkeypatch.setenv("CAPTION_CACHE_DIR", str(tmp_path / "elsewhere"))
     paths = make_files(tmp_path / "files", 2)
     encode(paths, FakeEncoder(digest_code, cnn="one"), progress=False)
-    assert (tmp_path / "elsewhere" / "codes-one.npz").is_file()
+    assert (tmp_path / "elsewhere" / "codes-one").is_dir()
     other = FakeEncoder(digest_code, cnn="two")
     encode(paths, other, progress=False)
     assert len(other.loaded) == 2             # nothing shared between CNNs
-    assert (tmp_path / "elsewhere" / "codes-two.npz").is_file()
+    assert (tmp_path / "elsewhere" / "codes-two").is_dir()
 
 
 def test_without_the_cache_nothing_is_written(tmp_path):
@@ -176,9 +198,14 @@ def test_without_the_cache_nothing_is_written(tmp_path):
 
 # ------------------------------------------------------------ encoders
 
-def test_the_real_encoders_keep_the_cache_file_names_of_before():
-    assert Encoder().cache_name == "codes-efficientnet_lite0.npz"
-    assert Encoder("googlenet").cache_name == "codes-googlenet.npz"
+def test_the_real_encoders_cache_names_extend_the_file_names_of_before():
+    # codes-<cnn>.npz was the one-file cache of earlier versions (still read)
+    assert Encoder().cache_name == "codes-efficientnet_lite0"
+    assert Encoder("googlenet").cache_name == "codes-googlenet"
+    assert Encoder(feature_kind="spatial").cache_name == \
+        "codes-efficientnet_lite0-spatial"
+    assert Encoder(feature_kind="pooled").cache_name == \
+        "codes-efficientnet_lite0-pooled"
     other_weights = Encoder("googlenet", weights="/some/other.pkl").cache_name
     assert other_weights.startswith("codes-googlenet-weights-")
     assert other_weights != Encoder("googlenet", weights="/a/b.pkl").cache_name
@@ -237,3 +264,115 @@ def test_a_model_refuses_other_codes(ask, message):
     with pytest.raises(EncoderError, match=message):
         encoder_for_model(Encoder().record(), options.pop("code_size"),
                           **options)
+
+
+# ------------------------------------------------------------ feature kinds
+
+def test_the_kinds_shapes_dtypes_and_records():
+    spatial = Encoder(feature_kind="spatial")
+    assert spatial.code_shape == (49, 1280) and spatial.code_size == 1280
+    assert spatial.code_dtype == np.float16
+    assert spatial.record() == {
+        "cnn": "efficientnet_lite0", "feature_kind": "spatial",
+        "preprocessing": encode_module.PREPROCESSING["efficientnet_lite0"],
+        "code_size": 1280, "code_shape": [49, 1280]}
+    # model.json stores it as JSON: the record must survive that
+    back = Encoder.from_record(json.loads(json.dumps(spatial.record())))
+    assert back.feature_kind == "spatial"
+    pooled = Encoder(feature_kind="pooled")
+    assert pooled.code_shape == (1280,) and pooled.code_dtype == np.float32
+    assert "code_shape" not in pooled.record()
+    assert spatial.pass_kinds == ("spatial", "pooled", "logits")
+    assert pooled.pass_kinds == ("pooled", "logits")
+    assert Encoder().pass_kinds == ("logits",)
+    assert Encoder("googlenet").pass_kinds == ("logits",)
+    with pytest.raises(EncoderError, match="googlenet gives no spatial codes; "
+                                           "its kinds: logits"):
+        Encoder("googlenet", "spatial")
+    with pytest.raises(EncoderError, match="cannot be made here"):
+        Encoder.from_record(dict(spatial.record(), code_shape=[64, 1280]))
+
+
+def test_a_model_of_one_kind_refuses_codes_of_another():
+    spatial = Encoder(feature_kind="spatial")
+    assert encoder_for_model(spatial.record(), 1280)[0].feature_kind == \
+        "spatial"
+    with pytest.raises(EncoderError, match=r"trained on efficientnet_lite0 "
+                       r"logits .* not efficientnet_lite0 spatial .*49 x 1280"):
+        encoder_for_model(Encoder().record(), 1000, given=spatial)
+    with pytest.raises(EncoderError, match="trained on efficientnet_lite0 "
+                                           "spatial .* not .* pooled"):
+        encoder_for_model(spatial.record(), 1280,
+                          given=Encoder(feature_kind="pooled"))
+
+
+REGIONS = (4, 3)   # the fake CNN's map: 4 regions of 3 values
+
+
+def region_map(path):
+    """A (4, 3) float32 map from the file's bytes; /7 so that float16
+    cannot hold it exactly."""
+    return (digest_code(path)[:12].reshape(REGIONS) / 7).astype(np.float32)
+
+
+class KindsFake(FakeEncoder):
+    """A CNN whose pass gives the region map (its input), pooled = the
+    regions' mean and logits = 2 x pooled, like the real one's kinds."""
+
+    def __init__(self, kind):
+        super().__init__(region_map, cnn="kinds")
+        self.feature_kind = kind
+        self.code_shape = {"spatial": REGIONS, "pooled": REGIONS[1:],
+                           "logits": REGIONS[1:]}[kind]
+        self.code_size = self.code_shape[-1]
+        self.code_dtype = np.dtype(np.float16 if kind == "spatial"
+                                   else np.float32)
+
+    @property
+    def cache_name(self):
+        return "codes-kinds-" + self.feature_kind
+
+    def for_kind(self, kind):
+        return KindsFake(kind)
+
+    def batch_codes(self, inputs):
+        maps = self.batch_function(inputs)
+        every = {"spatial": maps, "pooled": maps.mean(axis=1),
+                 "logits": 2 * maps.mean(axis=1)}
+        order = ["spatial", "pooled", "logits"]
+        return {k: every[k] for k in order[order.index(self.feature_kind):]}
+
+
+def test_spatial_codes_are_float16_and_one_pass_fills_the_later_kinds(
+        tmp_path):
+    paths = make_files(tmp_path / "files", 5)
+    maps = np.stack([region_map(p) for p in paths])
+    # photo 0's logits are already cached (with a marker value): kept as is
+    codes_cache.CodeCache(codes_cache.cache_dir() / "codes-kinds-logits",
+                          (3,)).add([codes_cache.file_key(paths[0])],
+                                    np.full((1, 3), -1.0))
+    spatial = KindsFake("spatial")
+    codes, kept, _ = encode(paths, spatial, progress=False, batch_size=2)
+    assert codes.dtype == np.float16 and codes.shape == (5, 4, 3)
+    assert not np.array_equal(codes, maps)           # rounded to float16
+    np.testing.assert_allclose(codes, maps, rtol=2.0 ** -11, atol=0)
+    assert len(spatial.loaded) == 5
+
+    pooled = KindsFake("pooled")
+    codes, _, _ = encode(paths, pooled, progress=False)
+    assert pooled.loaded == []                     # no CNN pass
+    assert codes.dtype == np.float32
+    np.testing.assert_array_equal(codes, maps.mean(axis=1))   # not from float16
+    logits = KindsFake("logits")
+    codes, _, _ = encode(paths, logits, progress=False)
+    assert logits.loaded == []
+    np.testing.assert_array_equal(codes[0], [-1, -1, -1])
+    np.testing.assert_array_equal(codes[1:], 2 * maps[1:].mean(axis=1))
+
+
+def test_without_the_cache_no_kind_is_written(tmp_path):
+    paths = make_files(tmp_path / "files", 2)
+    codes, _, _ = encode(paths, KindsFake("spatial"), cache=False,
+                         progress=False)
+    assert codes.shape == (2, 4, 3) and codes.dtype == np.float16
+    assert not any(codes_cache.cache_dir().iterdir())

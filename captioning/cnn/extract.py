@@ -1,7 +1,7 @@
 """A folder of photos -> one codes file (what ``caption extract`` writes).
 
-:func:`run_extract` writes ``CODES.npy`` (N x code size float32, row i =
-image i) and ``CODES.names.txt`` (image i's name on line i). Images are taken
+:func:`run_extract` writes ``CODES.npy`` (N x code shape, the encoder's
+dtype, row i = image i) and ``CODES.names.txt`` (image i's name on line i). Images are taken
 in the order of the list file (names relative to the folder, one per line),
 else all image files of the folder sorted by name. The codes go through the
 code cache, so a rerun encodes only what is missing; the files are written
@@ -60,7 +60,8 @@ def run_extract(images_dir, out, encoder, list_file=None, batch_size=32,
     paths = [str(Path(images_dir) / name) for name in names]
     codes, kept, failures = encode(paths, encoder, cache=True,
                                    progress=progress, batch_size=batch_size)
-    rows = np.full((len(names), encoder.code_size), np.nan, dtype=np.float32)
+    rows = np.full((len(names),) + tuple(encoder.code_shape), np.nan,
+                   dtype=encoder.code_dtype)
     rows[kept] = codes
     with atomic_write(names_path(out), "w") as f:
         f.write("".join(name + "\n" for name in names))

@@ -12,7 +12,7 @@ order of ``--list`` (names relative to DIR, one per line), else all image
 files of DIR sorted by name.
 
 Resuming: the codes go through the code cache (``~/.cache/captioning`` or
-``$CAPTION_CACHE_DIR``, saved every 256 images), so an interrupted run,
+``$CAPTION_CACHE_DIR``, a shard added every 256 images), so an interrupted run,
 rerun, encodes only what is missing, and a rerun after a finished one
 encodes nothing unless an image changed. The output files are written to a
 temporary name and renamed, so ``CODES.npy`` is either absent or complete.
@@ -39,8 +39,9 @@ def _main(args):
                                   list_file=args.list,
                                   batch_size=args.batch_size,
                                   progress=args.progress)
-    print("wrote %s (%d x %d) and %s" % (args.out, total, encoder.code_size,
-                                         names_path(args.out)))
+    print("wrote %s (%s) and %s" % (
+        args.out, " x ".join(map(str, (total,) + tuple(encoder.code_shape))),
+        names_path(args.out)))
     if failures:
         print("caption extract: %d of %d images could not be read; their rows "
               "are NaN:" % (len(failures), total), file=sys.stderr)
