@@ -27,7 +27,7 @@ import captioning.stack  # noqa: F401  (Theano flags and the Lasagne backport fi
 import numpy as np
 import theano
 import theano.tensor as T
-from lasagne import init, nonlinearities
+from lasagne import nonlinearities
 from lasagne.layers import (DenseLayer, DimshuffleLayer, DropoutLayer,
                             ElemwiseSumLayer, EmbeddingLayer, GlobalPoolLayer,
                             InputLayer, NonlinearityLayer, get_all_layers,
@@ -92,10 +92,6 @@ class AttentionCaptionModel(CaptionModel):
 
     default_hyper = ATTENTION_HYPER
 
-    def __init__(self, vocab, seed=None, embedding=None, **hyper):
-        self._embedding_init = embedding  # read by _build_graph only
-        super().__init__(vocab, seed=seed, **hyper)
-
     # ------------------------------------------------------------ the graph
     def _build_graph(self):
         h = self.hyper
@@ -105,12 +101,7 @@ class AttentionCaptionModel(CaptionModel):
             raise ValueError("deep_output_nonlinearity must be one of %s, got %r"
                              % (sorted(DEEP_OUTPUT_NONLINEARITIES),
                                 h["deep_output_nonlinearity"]))
-        W_embedding = init.Normal()
-        if self._embedding_init is not None:
-            W_embedding = np.asarray(self._embedding_init, theano.config.floatX)
-            if W_embedding.shape != (n_tokens, E):
-                raise ValueError("the initial embedding must be (%d words, %d),"
-                                 " not %s" % (n_tokens, E, W_embedding.shape))
+        W_embedding = self._initial_embedding(n_tokens)
         self.sentences = T.imatrix("sentences")
         self.regions = self.image_vectors = T.tensor3("regions")
         self.sentence_mask = T.neq(self.sentences, PAD_ix)

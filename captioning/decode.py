@@ -1,11 +1,14 @@
 """Turn image codes into captions: greedy, sampling, beam search.
 
-All three drive the model's one-tick decoder (:meth:`CaptionModel.compile_step`),
-which is compiled once and shared: each call feeds one word per row and gets
-the next word's log-probabilities and the new LSTM state, so a caption of
-``L`` words costs ``L`` ticks (the seminar's ``generate_caption`` re-ran the
-whole prefix for every word). Every function decodes a whole batch of images
-at once, one row per image (per beam, in beam search).
+All three drive the model's one-tick decoder (:meth:`CaptionModel.compile_step`,
+or :meth:`AttentionCaptionModel.compile_step`), which is compiled once and
+shared: each call feeds one word per row and gets the next word's
+log-probabilities and the new LSTM state, so a caption of ``L`` words costs
+``L`` ticks (the seminar's ``generate_caption`` re-ran the whole prefix for
+every word). Every function decodes a whole batch of images at once, one row
+per image (per beam, in beam search). An attention model's decoder also
+takes the image's regions every tick and gives where it looked
+(:func:`greedy` and :func:`beam_search` return those weights on request).
 
 By default ``#UNK#`` is never produced (a caption with an unknown-word
 marker is worth less than one without) and ``#START#`` never is either.
@@ -17,37 +20,72 @@ __all__ = ["greedy", "sample", "beam_search", "caption"]
 MAX_LEN = 30  # words; Flickr8k captions average ~11 and rarely pass 30
 
 
-def _start(model, codes, allow_unk):
-    init_state, step = model.compile_step()
-    cell, hid = init_state(model.prepare_codes(codes))
-    banned = [model.vocab.start_ix] + ([] if allow_unk else [model.vocab.unk_ix])
-    return step, cell, hid, banned
+class _Decoder:
+    """One row per image (or beam): the LSTM state, which beam search
+    reorders, and what stays with the image (an attention model's regions
+    and their projection, the same for all beams of one image)."""
+
+    def __init__(self, model, codes, allow_unk):
+        init_state, self._step = model.compile_step()
+        prepared = model.prepare_codes(codes)
+        first = init_state(prepared)
+        self.attends = len(first) == 3      # (cell, hid, projected regions)
+        self.state = list(first[:2])
+        self.fixed = [prepared, first[2]] if self.attends else []
+        self.banned = [model.vocab.start_ix] + (
+            [] if allow_unk else [model.vocab.unk_ix])
+
+    def __len__(self):
+        return len(self.state[0])
+
+    def repeat(self, k):
+        """``k`` rows per image, image-major (row i*k + j: beam j of image i)."""
+        self.state = [np.repeat(a, k, axis=0) for a in self.state]
+        self.fixed = [np.repeat(a, k, axis=0) for a in self.fixed]
+
+    def reorder(self, rows):
+        """Take the state of ``rows`` (always rows of the same image)."""
+        self.state = [a[rows] for a in self.state]
+
+    def step(self, words):
+        """``(log_probs, attention or None)`` of the next word, one row each."""
+        out = self._step(np.asarray(words, dtype="int32"), *self.state, *self.fixed)
+        log_probs, self.state = out[0], list(out[1:3])
+        log_probs[:, self.banned] = -np.inf
+        return log_probs, (out[3] if self.attends else None)
 
 
-def _next_log_probs(step, words, cell, hid, banned):
-    log_probs, cell, hid = step(np.asarray(words, dtype="int32"), cell, hid)
-    log_probs[:, banned] = -np.inf
-    return log_probs, cell, hid
-
-
-def _run(model, codes, choose, max_len, allow_unk):
+def _run(model, codes, choose, max_len, allow_unk, with_attention=False):
     """Feed back ``choose(log_probs)`` until every row said ``#END#``."""
-    step, cell, hid, banned = _start(model, codes, allow_unk)
+    decoder = _Decoder(model, codes, allow_unk)
     end = model.vocab.end_ix
-    words = np.full(len(cell), model.vocab.start_ix, dtype="int32")
-    out = np.zeros((len(cell), max_len), dtype="int32")
-    done = np.zeros(len(cell), dtype=bool)
+    n = len(decoder)
+    words = np.full(n, model.vocab.start_ix, dtype="int32")
+    out = np.zeros((n, max_len), dtype="int32")
+    looked = []
+    done = np.zeros(n, dtype=bool)
     for t in range(max_len):
-        log_probs, cell, hid = _next_log_probs(step, words, cell, hid, banned)
+        log_probs, alpha = decoder.step(words)
+        looked.append(alpha)
         words = np.where(done, end, choose(log_probs)).astype("int32")
         out[:, t] = words
         done |= words == end
         if done.all():
             break
-    return [model.vocab.decode(row) for row in out]
+    captions = [model.vocab.decode(row) for row in out]
+    if not with_attention:
+        return captions
+    _needs_attention(decoder)
+    looked = np.stack(looked, axis=1)          # (n, ticks, regions)
+    return [(c, looked[i, :len(c)]) for i, c in enumerate(captions)]
 
 
-def greedy(model, codes, max_len=MAX_LEN, allow_unk=False):
+def _needs_attention(decoder):
+    if not decoder.attends:
+        raise ValueError("this model has no attention to show (arch seminar)")
+
+
+def greedy(model, codes, max_len=MAX_LEN, allow_unk=False, with_attention=False):
     """The most likely next word at every tick.
 
     Parameters
@@ -60,12 +98,18 @@ def greedy(model, codes, max_len=MAX_LEN, allow_unk=False):
     allow_unk : bool
         Let the caption contain ``#UNK#``.
 
+    with_attention : bool
+        Also return, for an attention model, where it looked for each word.
+
     Returns
     -------
     list of list of str
-        One caption (words, without ``#START#``/``#END#``) per image.
+        One caption (words, without ``#START#``/``#END#``) per image; with
+        ``with_attention``, ``(words, weights)`` pairs, ``weights`` of shape
+        (len(words), n_regions): row t is the attention that chose word t.
     """
-    return _run(model, codes, lambda lp: lp.argmax(axis=1), max_len, allow_unk)
+    return _run(model, codes, lambda lp: lp.argmax(axis=1), max_len, allow_unk,
+                with_attention)
 
 
 def sample(model, codes, temperature=1.0, max_len=MAX_LEN, allow_unk=False,
@@ -92,7 +136,8 @@ def sample(model, codes, temperature=1.0, max_len=MAX_LEN, allow_unk=False,
     return _run(model, codes, choose, max_len, allow_unk)
 
 
-def beam_search(model, codes, k=3, max_len=MAX_LEN, allow_unk=False):
+def beam_search(model, codes, k=3, max_len=MAX_LEN, allow_unk=False,
+                with_attention=False):
     """Keep the ``k`` best prefixes per image; return the best caption.
 
     Hypotheses are ranked, once finished (``#END#`` emitted), by their total
@@ -106,20 +151,27 @@ def beam_search(model, codes, k=3, max_len=MAX_LEN, allow_unk=False):
     """
     if k < 1:
         raise ValueError("beam width k must be >= 1, got %r" % k)
-    step, cell, hid, banned = _start(model, codes, allow_unk)
-    n, units = cell.shape
+    decoder = _Decoder(model, codes, allow_unk)
+    if with_attention:
+        _needs_attention(decoder)
+    n = len(decoder)
     end = model.vocab.end_ix
     # rows are image-major: row i*k + j is beam j of image i
-    cell, hid = np.repeat(cell, k, axis=0), np.repeat(hid, k, axis=0)
+    decoder.repeat(k)
     words = np.full(n * k, model.vocab.start_ix, dtype="int32")
     scores = np.full((n, k), -np.inf, dtype="float64")
     scores[:, 0] = 0.0          # all beams start equal: expand only one
     prefixes = np.zeros((n, k, 0), dtype="int32")
-    finished = [[] for _ in range(n)]  # (normalised score, word ids)
+    looked = np.zeros((n, k, 0, 0), dtype="float32")   # attention per prefix word
+    finished = [[] for _ in range(n)]  # (normalised score, word ids, attention)
     active = np.ones(n, dtype=bool)
 
     for t in range(max_len):
-        log_probs, cell, hid = _next_log_probs(step, words, cell, hid, banned)
+        log_probs, alpha = decoder.step(words)
+        if with_attention:
+            alpha = alpha.reshape(n, k, 1, -1)
+            if t == 0:
+                looked = np.zeros((n, k, 0, alpha.shape[-1]), dtype="float32")
         vocab_size = log_probs.shape[1]
         flat = (scores[:, :, None]
                 + log_probs.reshape(n, k, vocab_size)).reshape(n, k * vocab_size)
@@ -144,7 +196,7 @@ def beam_search(model, codes, k=3, max_len=MAX_LEN, allow_unk=False):
                     # a finished hypothesis counts only if it is in the top k
                     if rank < k:
                         finished[i].append((score / (t + 1),
-                                            list(prefixes[i, j])))
+                                            list(prefixes[i, j]), looked[i, j]))
                     continue
                 beam[i, filled], word[i, filled] = j, w
                 new_scores[i, filled] = score
@@ -155,8 +207,12 @@ def beam_search(model, codes, k=3, max_len=MAX_LEN, allow_unk=False):
         prefixes = np.concatenate(
             [np.take_along_axis(prefixes, beam[:, :, None], axis=1),
              word[:, :, None]], axis=2)
+        if with_attention:     # the attention that chose each new word
+            looked = np.concatenate(
+                [np.take_along_axis(looked, beam[:, :, None, None], axis=1),
+                 np.take_along_axis(alpha, beam[:, :, None, None], axis=1)], axis=2)
         rows = (np.arange(n)[:, None] * k + beam).ravel()
-        cell, hid = cell[rows], hid[rows]
+        decoder.reorder(rows)
         words = word.ravel().astype("int32")
         if not active.any():
             break
@@ -165,10 +221,11 @@ def beam_search(model, codes, k=3, max_len=MAX_LEN, allow_unk=False):
     for i in range(n):
         if finished[i]:
             # best normalised score; among equals the earliest found
-            ids = max(finished[i], key=lambda f: f[0])[1]
+            _, ids, weights = max(finished[i], key=lambda f: f[0])
         else:
-            ids = list(prefixes[i, 0])
-        captions.append(model.vocab.decode(ids))
+            ids, weights = list(prefixes[i, 0]), looked[i, 0]
+        words = model.vocab.decode(ids)
+        captions.append((words, weights[:len(words)]) if with_attention else words)
     return captions
 
 

@@ -25,7 +25,6 @@ A trained model is saved as a directory by :mod:`captioning.model_dir`.
 """
 import captioning.stack  # noqa: F401  (Theano flags and the Lasagne backport first)
 
-import os
 
 import numpy as np
 import theano
@@ -186,7 +185,7 @@ class CaptionModel:
             return lasagne.init.Normal()
         W = np.asarray(self._embedding_init, theano.config.floatX)
         if W.shape != (n_tokens, self.hyper["embed_size"]):
-            raise ValueError("embedding must be (%d, %d), got %s" % (
+            raise ValueError("the initial embedding must be (%d words, %d), not %s" % (
                 n_tokens, self.hyper["embed_size"], W.shape))
         return W
 

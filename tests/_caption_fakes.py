@@ -28,3 +28,25 @@ def tiny_model():
 
 def fake_codes(n, n_features=N_FEATURES, seed=0):
     return np.random.RandomState(seed).randn(n, n_features).astype("float32")
+
+
+N_REGIONS = 5
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_attention_model():
+    """A random tiny attention model over 5 regions of 12 features."""
+    from captioning.attention_model import AttentionCaptionModel
+    model = AttentionCaptionModel(Vocabulary(WORDS), embed_size=8, lstm_units=16,
+                                  attention_units=6, cnn_feature_size=N_FEATURES,
+                                  seed=1)
+    rng = np.random.RandomState(43)
+    for name, param in model.named_params().items():
+        value = param.get_value()
+        param.set_value(np.asarray(rng.randn(*value.shape) * 0.8, value.dtype))
+    return model
+
+
+def fake_regions(n, seed=0):
+    return np.random.RandomState(seed).randn(
+        n, N_REGIONS, N_FEATURES).astype("float32")

@@ -95,3 +95,69 @@ def test_caption_strings_and_bad_arguments(model, codes):
         decode.sample(model, codes, temperature=0)
     with pytest.raises(ValueError, match="beam width"):
         decode.beam_search(model, codes, k=0)
+
+
+# ------------------------------------------------------------ attention model
+
+@pytest.fixture(scope="module")
+def attention_model():
+    from _caption_fakes import tiny_attention_model
+    return tiny_attention_model()
+
+
+@pytest.fixture(scope="module")
+def regions():
+    from _caption_fakes import fake_regions
+    return fake_regions(6, seed=5)
+
+
+def full_graph_attention(model, regions, words):
+    """Teacher-forced through the full graph: (next-word probabilities,
+    attention) at every tick of ``#START# words``."""
+    import theano
+    from lasagne.layers import get_output
+    fn = getattr(model, "_test_probs_attention", None)
+    if fn is None:
+        fn = theano.function([model.regions, model.sentences], get_output(
+            [model.layers["probabilities"], model.layers["attention"]],
+            deterministic=True))
+        model._test_probs_attention = fn
+    vocab = model.vocab
+    ids = np.array([[vocab.start_ix] + [vocab.index[w] for w in words]], "int32")
+    probs, alpha = fn(model.prepare_codes(regions[None]), ids)
+    return probs[0], alpha[0]
+
+
+def test_attention_greedy_follows_the_full_graph_and_shows_where_it_looked(
+        attention_model, regions):
+    vocab = attention_model.vocab
+    found = decode.greedy(attention_model, regions, max_len=8, with_attention=True)
+    assert [w for w, _ in found] == decode.greedy(attention_model, regions, max_len=8)
+    for i, (words, weights) in enumerate(found):
+        probs, alpha = full_graph_attention(attention_model, regions[i], words)
+        probs[:, [vocab.start_ix, vocab.unk_ix]] = 0
+        chosen = [vocab.index[w] for w in words] + ([vocab.end_ix] if len(words) < 8 else [])
+        assert probs[:len(chosen)].argmax(axis=1).tolist() == chosen
+        assert weights.shape == (len(words), 5)
+        np.testing.assert_allclose(weights, alpha[:len(words)], rtol=1e-4, atol=1e-6)
+
+
+def test_attention_beam_of_one_is_greedy_and_beams_keep_their_attention(
+        attention_model, regions):
+    assert decode.beam_search(attention_model, regions, k=1, max_len=8) == \
+        decode.greedy(attention_model, regions, max_len=8)
+    found = decode.beam_search(attention_model, regions, k=3, max_len=8,
+                               with_attention=True)
+    for i, (words, weights) in enumerate(found):
+        # the weights that came with the winning beam are the ones the full
+        # graph gives on that caption: beams were reordered consistently
+        _, alpha = full_graph_attention(attention_model, regions[i], words)
+        np.testing.assert_allclose(weights, alpha[:len(words)], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(weights.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_a_seminar_model_has_no_attention_to_show(model, codes):
+    with pytest.raises(ValueError, match="no attention to show"):
+        decode.greedy(model, codes[:2], with_attention=True)
+    with pytest.raises(ValueError, match="no attention to show"):
+        decode.beam_search(model, codes[:2], k=2, with_attention=True)

@@ -43,7 +43,7 @@ from captioning.cnn.depthwise import DepthwiseConv2DLayer
 from captioning.cnn.pth import load_state_dict
 
 __all__ = ["BLOCKS", "BN_EPS", "INPUT_SIZE", "MAX_ASPECT", "VARIANTS",
-           "round_filters", "stages", "build_model", "preprocess",
+           "round_filters", "stages", "build_model", "centre_crop", "preprocess",
            "load_weights", "default_weights_path", "class_names",
            "fold_batch_norm", "relu6", "SamePadLayer", "regions_layer",
            "compile_logits"]
@@ -353,8 +353,8 @@ def load_weights(model, path=None, variant="lite0"):
 
 # --------------------------------------------------------------- input side
 
-def preprocess(img, size=INPUT_SIZE):
-    """Turn an RGB image into the network's input batch of one.
+def centre_crop(img, size=INPUT_SIZE):
+    """The square the network sees: uint8 RGB (size, size, 3).
 
     Parameters
     ----------
@@ -368,12 +368,6 @@ def preprocess(img, size=INPUT_SIZE):
         :data:`MAX_ASPECT` times longer than wide (or wider than long) is
         refused: resizing a 1 x 3000 strip would make a 224 x 672,000
         image first (1.5 GB, seconds), for a crop of 1/3000 of it.
-
-    Returns
-    -------
-    ndarray, float32, (1, 3, size, size)
-        ``(rgb - 127) / 128`` in NCHW order, the normalisation the released
-        weights were trained with.
 
     Raises
     ------
@@ -402,7 +396,22 @@ def preprocess(img, size=INPUT_SIZE):
         img = np.asarray(Image.fromarray(img).resize((new_w, new_h), Image.BILINEAR))
         top, left = (new_h - size) // 2, (new_w - size) // 2
         img = img[top:top + size, left:left + size]
-    batch = (img.astype(np.float32) - 127.0) / 128.0
+    return img
+
+
+def preprocess(img, size=INPUT_SIZE):
+    """Turn an RGB image into the network's input batch of one.
+
+    The image is cropped as :func:`centre_crop` says (and refused as it
+    says), then normalised.
+
+    Returns
+    -------
+    ndarray, float32, (1, 3, size, size)
+        ``(rgb - 127) / 128`` in NCHW order, the normalisation the released
+        weights were trained with.
+    """
+    batch = (centre_crop(img, size).astype(np.float32) - 127.0) / 128.0
     return np.ascontiguousarray(batch.transpose(2, 0, 1)[None])
 
 

@@ -134,6 +134,8 @@ def _cnn_module(cnn):
             load_weights=functools.partial(E.load_weights, variant=variant),
             preprocess=functools.partial(E.preprocess,
                                          size=E.VARIANTS[variant][2]),
+            centre_crop=functools.partial(E.centre_crop,
+                                          size=E.VARIANTS[variant][2]),
             default_weights_path=functools.partial(E.default_weights_path,
                                                    variant))
     lenet = _import_pretrained_lenet()
@@ -275,6 +277,14 @@ class Encoder:
         """One image file -> the CNN's input batch of one (ImageError or
         ValueError if it cannot be read)."""
         return self.preprocess(load_rgb(path))
+
+    def seen(self, path):
+        """The photo as the CNN sees it, uint8 (size, size, 3): the region grid
+        of the spatial features lies over this square (for attention maps)."""
+        module = _cnn_module(self.cnn)
+        if not hasattr(module, "centre_crop"):
+            raise EncoderError("%s gives no spatial map" % self.cnn)
+        return module.centre_crop(load_rgb(path))
 
     def weights_path(self):
         """The weights file, checked; EncoderError says where to get it."""
