@@ -156,18 +156,37 @@ def batches(rows, tokens, batch_size, rng):
     return chunks
 
 
+def feature_statistics(codes, chunk=500):
+    """Mean and standard deviation of each feature (the last axis) over
+    photos and, for region features, regions; float32, computed in float64
+    a chunk of photos at a time (a float32 copy of Flickr8k's region
+    features would take 1.5 GB)."""
+    n_features = codes.shape[-1]
+    total = np.zeros(n_features)
+    squares = np.zeros(n_features)
+    count = 0
+    for start in range(0, len(codes), chunk):
+        part = np.asarray(codes[start:start + chunk], np.float64).reshape(-1, n_features)
+        total += part.sum(axis=0)
+        squares += (part ** 2).sum(axis=0)
+        count += len(part)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0))
+    # a floor keeps constant features from blowing up
+    return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
+
+
 def evaluate_selection(model, codes, rows, tokens, refs, batch_size=500):
     """Selection loss (all captions) and greedy BLEU / CIDEr (all photos)."""
     from captioning.decode import greedy
     from captioning.metrics import score_captions
     _, val_step = model.compile_train()
-    prepared = model.prepare_codes(codes)
     total = count = 0.0
     for start in range(0, len(tokens), batch_size):
         part = slice(start, start + batch_size)
         matrix = model.vocab.as_matrix(tokens[part])
         n = float((matrix[:, 1:] != -1).sum())
-        total += float(val_step(prepared[rows[part]], matrix)) * n
+        total += float(val_step(model.prepare_codes(codes[rows[part]]), matrix)) * n
         count += n
     scores = score_captions(greedy(model, codes), refs)
     return total / count, scores
@@ -272,37 +291,87 @@ def _state_variables(model):
             + [model.learning_rate])
 
 
-def run_settings(hyper, batch_size, vocab, train_data, selection_data, cnn):
+def run_settings(hyper, batch_size, vocab, train_data, selection_data, encoder,
+                 arch="seminar", word_vectors="none"):
     """What the training state depends on: a resume must match all of it.
     (--epochs, --minutes and --patience only say when to stop.)"""
     from captioning.text import NORMALISER
+    features = {} if encoder.feature_kind == "logits" else {
+        "features": encoder.feature_kind}
+    extra = {} if arch == "seminar" and word_vectors == "none" else {
+        "arch": arch, "word_vectors": word_vectors}
     return dict(hyper, batch_size=batch_size, max_tokens=MAX_TOKENS,
-                seed=SEED, cnn=cnn, min_delta=MIN_DELTA,
+                seed=SEED, cnn=encoder.cnn, min_delta=MIN_DELTA, **features, **extra,
                 learning_rate_decay=LR_DECAY,
                 learning_rate_floor=hyper["learning_rate"] * LR_FLOOR,
                 normaliser=NORMALISER, vocabulary=vocab.words,
                 train_data=train_data, selection_data=selection_data)
 
 
+def initial_embedding(source, vocab, embed_size, train_tokens):
+    """``(matrix, facts)``: word vectors for the embedding's start, and what
+    to record about them; ``source`` is ``glove`` or ``word2vec`` (trained
+    here on the training captions, so nothing held out is seen)."""
+    from captioning.word_vectors import (embedding_matrix, load_glove,
+                                         train_word2vec)
+    if source == "glove":
+        vectors = load_glove()
+    else:
+        vectors = train_word2vec(train_tokens, seed=SEED)
+    matrix, missing = embedding_matrix(vocab, vectors, size=embed_size,
+                                       rng=np.random.RandomState(SEED))
+    print("word vectors: %s (%d-d) for %d of %d words; no vector: %d (%s)"
+          % (vectors.name, vectors.vectors.shape[1], len(vocab) - 4 - len(missing),
+             len(vocab) - 4, len(missing), ", ".join(missing[:8])
+             + (", ..." if len(missing) > 8 else "")), file=sys.stderr)
+    return matrix, {"source": vectors.name, "dimension": int(vectors.vectors.shape[1]),
+                    "words_without_vector": len(missing)}
+
+
+def check_arch(arch, encoder):
+    """The arch and the features must fit: the seminar graph takes one
+    vector per photo, attention a grid of regions."""
+    regions = len(getattr(encoder, "code_shape", (encoder.code_size,))) > 1
+    if arch == "attention" and not regions:
+        raise TrainingError("--arch attention needs region features: add "
+                            "--features spatial (not %s)" % encoder.feature_kind)
+    if arch == "seminar" and regions:
+        raise TrainingError("--arch seminar takes one vector per photo: use "
+                            "--features logits or pooled, or --arch attention "
+                            "for %s features" % encoder.feature_kind)
+
+
 def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
           batch_size=BATCH_SIZE, embed_size=None, lstm_units=None,
-          patience=PATIENCE, encoder=None):
+          patience=PATIENCE, encoder=None, arch="seminar", word_vectors="none",
+          freeze_embedding=False):
     """Train (or resume) and write the model directory; returns the history.
 
     ``encoder`` (a :class:`captioning.cnn.encode.Encoder`, default
     EfficientNet-Lite0 logits) makes the photos' codes; the model records it.
+    ``arch``: ``seminar`` (the notebook's graph, :class:`CaptionModel`) or
+    ``attention`` (:class:`AttentionCaptionModel`, on spatial features).
+    ``word_vectors``: ``none``, ``glove`` or ``word2vec`` starts the
+    embedding; ``freeze_embedding`` keeps it there.
     """
     from tqdm import tqdm
     from captioning.checkpoint import (CheckpointMismatch, check_meta,
                                        load_checkpoint, read_checkpoint,
                                        save_checkpoint)
     from captioning.cnn.encode import Encoder
-    from captioning.model import DEFAULT_HYPER, CaptionModel
-    from captioning.model_dir import save_model
+    from captioning.model_dir import ARCHS, save_model
     from captioning.text import Vocabulary
 
     started = time.time()
     encoder = Encoder() if encoder is None else encoder
+    check_arch(arch, encoder)
+    if word_vectors not in ("none", "glove", "word2vec"):
+        raise TrainingError("word vectors must be none, glove or word2vec, not %r"
+                            % word_vectors)
+    if freeze_embedding and word_vectors == "none":
+        raise TrainingError("--freeze-embedding keeps word vectors fixed: give "
+                            "--word-vectors glove or word2vec")
+    model_class = ARCHS[arch]
     listed = load_flickr8k(flickr8k_dir)
     held = set(selection_split(listed[0])[1])  # unreadable photos included
     codes, names, captions = encode_split(*listed, encoder)
@@ -318,13 +387,16 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     train_rows, train_tokens = caption_pairs(range(len(train_codes)), train_caps)
     sel_rows, sel_tokens = caption_pairs(range(len(sel_codes)), sel_caps)
 
-    hyper = dict(DEFAULT_HYPER, cnn_feature_size=encoder.code_size, **{
-        k: v for k, v in (("embed_size", embed_size), ("lstm_units", lstm_units))
-        if v is not None})
+    hyper = dict(model_class.default_hyper, cnn_feature_size=encoder.code_size,
+                 train_embedding=not freeze_embedding, **{
+                     k: v for k, v in (("embed_size", embed_size),
+                                       ("lstm_units", lstm_units))
+                     if v is not None})
     vocab = Vocabulary.build(train_tokens)
     meta = run_settings(hyper, batch_size, vocab,
                         fingerprint(train_names, train_caps),
-                        fingerprint(selection_names, sel_caps), encoder.cnn)
+                        fingerprint(selection_names, sel_caps), encoder,
+                        arch, word_vectors)
     out = Path(out)
     state_path = out / STATE_FILE
     history, spent = [], 0.0
@@ -349,7 +421,11 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
                       reason, history, spent, epochs, minutes),
                      MORE[reason]), file=sys.stderr)
             return history
-    model = CaptionModel(vocab, seed=SEED, **hyper)
+    embedding, vector_facts = None, None
+    if word_vectors != "none" and not history:
+        embedding, vector_facts = initial_embedding(
+            word_vectors, vocab, hyper["embed_size"], train_tokens)
+    model = model_class(vocab, seed=SEED, embedding=embedding, **hyper)
     model.encoder_record = encoder.record()
     if history:
         # its settings were checked above, before anything was compiled
@@ -359,9 +435,7 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
         print("resuming %s after epoch %d (%.1f min spent)"
               % (out, len(history), spent / 60), file=sys.stderr)
     else:
-        model.code_mean = train_codes.mean(axis=0)
-        # a floor keeps constant features from blowing up
-        model.code_std = np.maximum(train_codes.std(axis=0), 1e-3)
+        model.code_mean, model.code_std = feature_statistics(train_codes)
         print("vocabulary: %d words; %d train / %d selection captions "
               "(%d / %d photos; the dev split is not used)"
               % (len(vocab), len(train_tokens), len(sel_tokens),
@@ -372,8 +446,22 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
 
     train_step, _ = model.compile_train()
     budget = minutes * 60.0
-    prepared = model.prepare_codes(train_codes)
+    if train_codes.ndim == 2:   # small: standardise once
+        prepared = model.prepare_codes(train_codes)
+        batch_codes = prepared.__getitem__
+    else:                       # region features: a batch at a time
+        batch_codes = lambda rows: model.prepare_codes(train_codes[rows])
+    if word_vectors != "none" and vector_facts is None:   # resumed
+        from captioning.model_dir import ModelFileError, read_config
+        try:
+            vector_facts = read_config(out)["training"]["word_vectors"]
+        except (ModelFileError, KeyError):
+            vector_facts = {"source": word_vectors}
+    if vector_facts is not None:
+        vector_facts["frozen"] = bool(freeze_embedding)
     training = {"flickr8k": str(flickr8k_dir),
+                "arch": arch, "features": encoder.feature_kind,
+                "word_vectors": vector_facts,
                 "selected_by": "lowest selection loss: %d photos of the "
                                "train split held out of training"
                                % len(selection_names),
@@ -395,7 +483,7 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
         for chunk in bar:
             matrix = model.vocab.as_matrix([train_tokens[i] for i in chunk])
             n = float((matrix[:, 1:] != -1).sum())
-            total += float(train_step(prepared[train_rows[chunk]], matrix)) * n
+            total += float(train_step(batch_codes(train_rows[chunk]), matrix)) * n
             count += n
             bar.set_postfix(loss="%.3f" % (total / count), refresh=False)
             if time.time() - started + spent > budget:

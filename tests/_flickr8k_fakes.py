@@ -54,3 +54,34 @@ def make_fake_flickr8k(root):
     (root / "Flickr_8k.trainImages.txt").write_text("\n".join(TRAIN) + "\n")
     (root / "Flickr_8k.devImages.txt").write_text("\n".join(DEV) + "\n")
     return root
+
+
+def colour_regions(path):
+    """The fake CNN's spatial map: 2 x 2 regions of 6 features, each its
+    quarter's mean colour and a ramp (float16, as the real spatial kind)."""
+    pixels = load_rgb(path).astype("float32") / 255.0
+    h, w = pixels.shape[0] // 2, pixels.shape[1] // 2
+    quarters = [pixels[:h, :w], pixels[:h, w:], pixels[h:, :w], pixels[h:, w:]]
+    rows = [np.concatenate([q.mean(axis=(0, 1)), [0.1 * i, 0.2, 0.3]])
+            for i, q in enumerate(quarters)]
+    return np.array(rows, dtype="float16")
+
+
+class FakeSpatialEncoder(FakeEncoder):
+    """Region features (4 regions x 6) as the real ``spatial`` kind gives
+    them, and the photo the fake CNN 'sees' for attention maps."""
+
+    feature_kind = "spatial"
+    code_size = 6
+    code_shape = (4, 6)
+    code_dtype = np.dtype(np.float16)
+
+    def record(self):
+        return dict(super().record(), code_shape=list(self.code_shape))
+
+    def seen(self, path):
+        return load_rgb(path)
+
+
+def fake_spatial_encoder(**options):
+    return FakeSpatialEncoder(colour_regions, **options)

@@ -251,3 +251,67 @@ def test_evaluate_bad_input(env, trained, tmp_path, capsys, problem):
     rc = main(["evaluate"] + [x for kv in args.items() for x in kv])
     assert rc == 2
     assert expected in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ attention arch
+
+@pytest.fixture(scope="module")
+def attention_trained(env, tmp_path_factory):
+    from _flickr8k_fakes import fake_spatial_encoder
+    out = tmp_path_factory.mktemp("models") / "attention"
+    rc = caption(["train", "--flickr8k", str(env), "--out", str(out), "--arch",
+                  "attention", "--epochs", "2"] + TINY,
+                 encoder=fake_spatial_encoder())
+    assert rc == 0
+    return out
+
+
+def test_train_attention_records_its_arch_and_region_features(attention_trained):
+    config = json.loads((attention_trained / "model.json").read_text())
+    assert config["arch"] == "attention"
+    assert config["encoder"]["feature_kind"] == "spatial"
+    assert config["encoder"]["code_shape"] == [4, 6]
+    assert config["training"]["arch"] == "attention"
+    assert "attention_units" in config["hyper_parameters"]
+
+
+def test_evaluate_and_describe_run_the_attention_model(env, attention_trained,
+                                                       capsys, tmp_path):
+    from _flickr8k_fakes import fake_spatial_encoder
+    rc = caption(["evaluate", "--model", str(attention_trained), "--images",
+                  str(env / "images"), "--captions", str(env / "Flickr8k.token.txt"),
+                  "--list", str(env / "Flickr_8k.devImages.txt"), "--beam", "2"],
+                 encoder=fake_spatial_encoder())
+    assert rc == 0
+    assert last_json(capsys.readouterr().out)["n_images"] == 3
+    photo = env / "images" / "r9.jpg"
+    out = tmp_path / "map.png"
+    rc = caption(["describe", "--model", str(attention_trained), "--attention-map",
+                  str(out), str(photo)], encoder=fake_spatial_encoder())
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    assert printed.out.startswith("%s\t" % photo)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_attention_map_needs_an_attention_model(env, trained, capsys, tmp_path):
+    rc = main(["describe", "--model", str(trained), "--attention-map",
+               str(tmp_path / "m.png"), str(env / "images" / "r9.jpg")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "--attention-map needs a model trained with --arch attention" in err
+
+
+def test_arch_and_features_must_fit(env, tmp_path, capsys):
+    from _flickr8k_fakes import fake_spatial_encoder
+    rc = main(["train", "--flickr8k", str(env), "--out", str(tmp_path / "a"),
+               "--arch", "attention", "--features", "logits"] + TINY)
+    err = capsys.readouterr().err
+    assert rc == 2 and "--arch attention needs region features" in err
+    rc = caption(["train", "--flickr8k", str(env), "--out", str(tmp_path / "b")] + TINY,
+                 encoder=fake_spatial_encoder())
+    err = capsys.readouterr().err
+    assert rc == 2 and "--arch seminar takes one vector per photo" in err
+    rc = main(["train", "--flickr8k", str(env), "--out", str(tmp_path / "c"),
+               "--freeze-embedding"] + TINY)
+    assert rc == 2 and "--freeze-embedding keeps word vectors fixed" in capsys.readouterr().err

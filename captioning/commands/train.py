@@ -1,9 +1,10 @@
 """``caption train``: the command line of :func:`captioning.training.train`
 (its docstring says what is written and how the epoch is chosen)."""
-import argparse
 import json
 
 from captioning.errors import UsageError
+
+ARCHS = ("seminar", "attention")   # captioning.model_dir.ARCHS, without Theano
 from captioning.training import (BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_MINUTES,
                                  MIN_DELTA, PATIENCE, SELECTION_IMAGES)
 
@@ -33,16 +34,32 @@ def register(subparsers):
                    help="stop after this many epochs in a row without the "
                         "selection loss improving by %g (default "
                         "%%(default)s)" % MIN_DELTA)
-    from captioning.cnn.encode import CNNS, DEFAULT_CNN
+    p.add_argument("--arch", choices=ARCHS, default="seminar",
+                   help="seminar: the notebook's graph (image -> LSTM cell); "
+                        "attention: Show, Attend and Tell over the CNN's 7x7 "
+                        "regions (default %(default)s)")
+    from captioning.cnn.encode import CNNS, DEFAULT_CNN, FEATURE_KINDS
     p.add_argument("--cnn", choices=CNNS, default=DEFAULT_CNN,
                    help="CNN whose codes to train on (default %(default)s); "
                         "model.json records it")
+    p.add_argument("--features", choices=FEATURE_KINDS, default=None,
+                   help="what the CNN gives per photo: logits (1000 ImageNet "
+                        "scores), pooled (1280 averaged features) or spatial "
+                        "(49 regions x 1280); default logits for --arch "
+                        "seminar, spatial for attention")
+    p.add_argument("--word-vectors", choices=("none", "glove", "word2vec"),
+                   default="none",
+                   help="start the word embedding from GloVe 6B 50d or from "
+                        "word2vec trained on the training captions "
+                        "(default %(default)s: random)")
+    p.add_argument("--freeze-embedding", action="store_true",
+                   help="keep the word vectors fixed while training")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE,
-                   help=argparse.SUPPRESS)  # tuning knob for tests
+                   help="captions per step (default %(default)s)")
     p.add_argument("--embed-size", type=int, default=None,
-                   help=argparse.SUPPRESS)  # tuning knob for tests
+                   help="word embedding size (default: the arch's, 256)")
     p.add_argument("--lstm-units", type=int, default=None,
-                   help=argparse.SUPPRESS)  # tuning knob for tests
+                   help="LSTM units (default: the arch's, 512)")
     p.set_defaults(func=run, encoder=None)
 
 
@@ -52,9 +69,12 @@ def run(args):
                          "must be > 0")
     from captioning.cnn.encode import Encoder
     from captioning.training import kept_epoch, train
+    features = args.features or ("spatial" if args.arch == "attention" else "logits")
     history = train(args.flickr8k, args.out, args.minutes, args.epochs,
                     args.batch_size, args.embed_size, args.lstm_units,
-                    args.patience, args.encoder or Encoder(args.cnn))
+                    args.patience, args.encoder or Encoder(args.cnn, features),
+                    arch=args.arch, word_vectors=args.word_vectors,
+                    freeze_embedding=args.freeze_embedding)
     if history:
         kept = kept_epoch(history)
         print(json.dumps({"model": str(args.out), "epochs": len(history),
