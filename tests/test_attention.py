@@ -345,7 +345,7 @@ def numpy_model(model, regions, matrix):
 
 @pytest.mark.parametrize("nonlinearity", ["linear", "tanh"])
 def test_model_loss_and_regulariser_match_numpy(nonlinearity):
-    model = tiny_model(output_dropout=0, attention_penalty=0.7,
+    model = tiny_model(output_dropout=0, region_dropout=0, attention_penalty=0.7,
                        deep_output_nonlinearity=nonlinearity)
     regions, matrix = batch(model)
     xent, penalty, probs = numpy_model(model, regions, matrix)
@@ -409,7 +409,7 @@ def test_embedding_from_a_matrix_frozen_or_trained(train_embedding,
     vectors = np.random.RandomState(7).randn(len(WORDS), 4)
     model = AttentionCaptionModel(Vocabulary(WORDS), seed=0, embedding=vectors,
                                   embed_size=4, lstm_units=6, attention_units=3,
-                                  cnn_feature_size=MD, output_dropout=0,
+                                  cnn_feature_size=MD, output_dropout=0, region_dropout=0,
                                   train_embedding=train_embedding)
     W = model.layers["embedding"].W
     np.testing.assert_array_equal(W.get_value(), vectors.astype("float32"))
@@ -461,3 +461,18 @@ def test_prepare_codes_standardises_each_feature():
     model.code_mean = codes.mean(axis=0)           # per region: refused
     with pytest.raises(ValueError, match="code_mean"):
         model.prepare_codes(codes)
+
+
+def test_region_dropout_acts_in_training_only():
+    with_dropout = tiny_model(output_dropout=0, region_dropout=0.5)
+    without = tiny_model(output_dropout=0, region_dropout=0)
+    regions, matrix = batch(with_dropout)
+    import theano
+    losses = [theano.function([m.regions, m.sentences], [m.loss(deterministic=True),
+                                                         m.loss(deterministic=False)])
+              for m in (with_dropout, without)]
+    (val_a, train_a), (val_b, train_b) = [f(regions, matrix) for f in losses]
+    # the same weights: no dropout at test time, and none to drop without it
+    assert np.isclose(val_a, val_b, rtol=1e-5) and np.isclose(train_b, val_b, rtol=1e-5)
+    assert not np.isclose(train_a, val_a, rtol=1e-3)
+    assert "region_dropout" in with_dropout.layers and "region_dropout" not in without.layers
