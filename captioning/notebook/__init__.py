@@ -1,0 +1,1 @@
+"""The seminar notebook's tools: coursework (the student edition and its grader)."""
