@@ -33,6 +33,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -264,6 +265,10 @@ def _error(cell):
 
 
 def _where(nb, index):
+    """``cell 12 ('decoder')`` for an nbgrader cell, else ``cell 12 (`its first line`)``."""
+    gid = _grade_id(nb.cells[index])
+    if gid:
+        return "cell %d ('%s')" % (index + 1, gid)
     first = next((l.strip() for l in nb.cells[index].source.split("\n")
                   if l.strip() and not l.startswith("%")), "")
     return "cell %d (`%s`)" % (index + 1, _first_lines(first, 60))
@@ -292,12 +297,7 @@ def collect(nb, ref, notes, client, stopped):
         elif i in client.not_run:
             test.update(status="not run", message=stopped or "not run: the time limit for the whole run was reached")
         elif _error(nb.cells[i]):
-            message = _error(nb.cells[i])
-            if message.startswith(("NameError", "NotImplementedError", "AttributeError")):
-                cause = next(((j, e) for j, e in errors if j < i and j not in tests_at), None)
-                if cause:
-                    message += " (first error above: %s raised %s)" % (_where(nb, cause[0]), cause[1])
-            test.update(status="failed", message=message)
+            test.update(status="failed", message=_explain(nb, ref, i, _error(nb.cells[i]), dict(errors)))
         else:
             test.update(status="passed", points=ref.points(gid), message="")
         if notes.get(gid) == "edited":
@@ -336,6 +336,45 @@ def collect(nb, ref, notes, client, stopped):
         problems.append("the whole run's time limit (%d s) was reached: %d cells were not run"
                         % (client.timeout_total, len(client.not_run)))
     return tests, answers, problems
+
+
+GAP = "NotImplementedError"
+
+
+def _defined_in(nb, ref, name, before):
+    """The last cell before ``before`` whose top-level code assigns, defines
+    or imports ``name``, in the student's version or (a solution cell) in
+    the instructor's, whose lines the student may not have written yet."""
+    word = r"\b%s\b" % re.escape(name)
+    pattern = re.compile(r"^(?:[\w, ]*%s[\w, ]*=[^=]|(?:def|class) %s|(?:from \S+ )?import .*%s)" % (word, word, word),
+                         re.M)
+    for j in range(before - 1, -1, -1):
+        cell = nb.cells[j]
+        theirs = ref.cells.get(_grade_id(cell))
+        if cell.cell_type == "code" and any(pattern.search(c.source) for c in filter(None, [cell, theirs])):
+            return j
+    return None
+
+
+def _explain(nb, ref, index, message, errors):
+    """A test's error, and why: the cell that should define a missing name
+    failed (followed back to the first cause), or a gap is not filled in.
+    ``errors``: cell index -> its error."""
+    original, chain = message, []
+    while message.startswith("NameError"):
+        found = re.search(r"name '(\w+)' is not defined", message)
+        j = _defined_in(nb, ref, found.group(1), index) if found else None
+        if j is None or j not in errors:
+            break
+        chain.append(j)
+        index, message = j, errors[j]
+    if chain:
+        original += "; %s, which defines it, failed" % _where(nb, chain[0])
+        original += (" with %s" % message if len(chain) == 1
+                     else "; first cause: %s raised %s" % (_where(nb, chain[-1]), message))
+    if message.startswith(GAP):
+        original += " (a `# YOUR CODE HERE` gap is not filled in yet)"
+    return original
 
 
 def _test_indices(nb, ref):
