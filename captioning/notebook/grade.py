@@ -195,8 +195,10 @@ class GradingClient(NotebookClient):
             return cell
         self.running = cell_index
         cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
-        if cell_index in self.timed_out and not any(o.output_type == "error" for o in cell.outputs):
-            cell.outputs.append(nbformat.v4.new_output("error", **self.error_on_timeout))
+        if cell_index in self.timed_out:   # say why, keeping the traceback of where it was stopped
+            stopped = [o for o in cell.outputs if o.output_type == "error"]
+            cell.outputs = [o for o in cell.outputs if o.output_type != "error"] + [nbformat.v4.new_output(
+                "error", **dict(self.error_on_timeout, traceback=stopped[0].traceback if stopped else []))]
         return cell
 
     async def _async_handle_timeout(self, timeout, cell=None):
@@ -434,7 +436,6 @@ def grade_one(path, out_dir, ref, data_dir, cell_timeout=CELL_TIMEOUT, timeout=T
     except Exception as error:  # not JSON, not a notebook, not UTF-8: a zero, with the reason
         stopped = "not run: the file is not a readable notebook (%s: %s)" % (
             type(error).__name__, _first_lines(error, 200))
-        notes = {gid: "missing" for gid in ref.order if ref.kind(gid) != "solution"}
         nb = nbformat.v4.new_notebook()
     if nb is None:
         nb, notes = prepare(submitted, ref)
