@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "train": "captioning.train",
     "describe": "captioning.describe",
     "evaluate": "captioning.evaluate",
+    "grade": "captioning.grade_cli",
 }
 
 

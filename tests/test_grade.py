@@ -16,7 +16,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from captioning.notebook import assignment, grade
+from captioning.notebook import assignment, execute, grade
 
 # ------------------------------------------------------------------ a small assignment
 
@@ -162,7 +162,7 @@ def test_a_kernel_that_ignores_interrupts_is_stopped_by_the_whole_limit(small, t
     started = time.monotonic()
     report = grade.grade_one(write(filled, tmp_path / "s.ipynb")[0], str(tmp_path / "out"), ref, data,
                              cell_timeout=2, timeout=6)
-    assert time.monotonic() - started < 6 + grade.KILL_GRACE + 15
+    assert time.monotonic() - started < 6 + execute.KILL_GRACE + 15
     assert report["score"] == 0
     assert {t["status"] for t in report["tests"]} <= {"not run", "timed out"}
     assert report["run"]["finished"] is False
@@ -176,6 +176,10 @@ def test_bad_command_line_is_one_line_exit_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert grade.main([str(tmp_path / "empty")]) == 2
     assert capsys.readouterr().err == "grade: error: no .ipynb files in %s\n" % (tmp_path / "empty")
+    from captioning.cli import main
+    assert main(["grade", str(tmp_path / "empty"), "--timeout", "0"]) == 2
+    assert capsys.readouterr().err == ("caption grade: error: --cell-timeout, --timeout and --batches must be "
+                                       ">= 1, --epochs >= 0\n")
 
 
 # ------------------------------------------------------------------ the seminar

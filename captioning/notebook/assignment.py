@@ -21,8 +21,6 @@ import copy
 import os
 import sys
 
-import nbformat
-
 from ..cli import UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,6 +38,7 @@ def _first_line(text):
 
 def read_source(path=SOURCE):
     """The instructor's notebook, its nbgrader metadata checked (UsageError if bad)."""
+    import nbformat
     from nbgrader.nbgraderformat import MetadataValidator
     try:
         nb = nbformat.read(path, as_version=4)
@@ -103,6 +102,7 @@ def hidden_test_lines(source_nb):
 
 def build(source=SOURCE, out=RELEASE):
     """Write the release of ``source`` to ``out``; returns the notebook."""
+    import nbformat
     nb = release(read_source(source))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     if os.path.exists(out) and os.path.samefile(out, source):

@@ -35,15 +35,9 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 import time
-
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import DeadKernelError
 
 from ..cli import UsageError
 from . import assignment
@@ -55,7 +49,6 @@ GRADING_DATA = os.path.join(REPO, "runs", "grading-data")
 GRADING_IMAGES = 1400
 CELL_TIMEOUT = 300          # seconds per cell (the first train_step compile is the slowest)
 TIMEOUT = 900               # seconds for the whole run
-KILL_GRACE = 30             # seconds after the whole run's limit before a kernel still there is killed
 EPOCHS, BATCHES = 1, 5      # short training: the tests do not depend on it
 MESSAGE_CHARS = 400         # an error message longer than this is cut in the report
 
@@ -66,6 +59,7 @@ class Reference:
     """What the instructor's notebook says about its graded and read-only cells."""
 
     def __init__(self, source_nb):
+        import nbformat
         from nbgrader.utils import compute_checksum
         released = assignment.release(source_nb)
         self.kernelspec = source_nb.metadata.get("kernelspec")
@@ -118,6 +112,7 @@ def prepare(submission_nb, ref):
     Returns ``(nb, notes)``; ``notes`` maps each graded or read-only cell's
     grade_id to ``'edited'`` or ``'missing'`` (others are as released).
     """
+    import nbformat
     from nbgrader.preprocessors import DeduplicateIds
     from nbgrader.utils import compute_checksum
     nb = nbformat.from_dict(submission_nb)
@@ -164,81 +159,6 @@ def prepare(submission_nb, ref):
 
 
 # ------------------------------------------------------------------ running
-
-class GradingClient(NotebookClient):
-    """Runs every cell (errors do not stop it) within two limits.
-
-    A cell that runs longer than ``cell_timeout`` is interrupted (nbclient's
-    ``interrupt_on_timeout``) and gets a ``CellTimeoutError``; the cell
-    running when the whole run's ``timeout`` is up is stopped the same way,
-    the cells left are not run, and the kernel is shut down. Should it still
-    be there ``KILL_GRACE`` seconds later, it is killed.
-    """
-
-    def __init__(self, nb, cell_timeout, timeout, **kw):
-        super().__init__(nb, allow_errors=True, interrupt_on_timeout=True, timeout_func=self._cell_limit,
-                         error_on_timeout={"ename": "CellTimeoutError", "evalue": "the cell did not finish "
-                                           "within its time limit and was interrupted", "traceback": []},
-                         **kw)
-        self.cell_timeout, self.timeout_total = cell_timeout, timeout
-        self.deadline = time.monotonic() + timeout
-        self.timed_out, self.not_run = set(), set()
-        self.killed = False
-        self.running = None
-
-    def _cell_limit(self, cell):
-        return max(1, int(min(self.cell_timeout, self.deadline - time.monotonic()) + 0.5))
-
-    async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
-        if cell.cell_type == "code" and time.monotonic() >= self.deadline:
-            self.not_run.add(cell_index)
-            return cell
-        self.running = cell_index
-        cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
-        if cell_index in self.timed_out:   # say why, keeping the traceback of where it was stopped
-            stopped = [o for o in cell.outputs if o.output_type == "error"]
-            cell.outputs = [o for o in cell.outputs if o.output_type != "error"] + [nbformat.v4.new_output(
-                "error", **dict(self.error_on_timeout, traceback=stopped[0].traceback if stopped else []))]
-        return cell
-
-    async def _async_handle_timeout(self, timeout, cell=None):
-        self.timed_out.add(self.running)
-        return await super()._async_handle_timeout(timeout, cell)
-
-    def _kill(self):
-        """Kill the kernel's process group (never our own)."""
-        provisioner = getattr(self.km, "provisioner", None)
-        pid = getattr(provisioner, "pid", None)
-        if not pid:
-            return
-        self.killed = True
-        try:
-            pgid = os.getpgid(pid)
-            if pgid != os.getpgid(0):
-                os.killpg(pgid, signal.SIGKILL)
-            else:
-                os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def run(self, **kernel_kw):
-        """Execute; returns None, or a line saying why the run stopped early."""
-        watchdog = threading.Timer(max(0.0, self.deadline - time.monotonic()) + KILL_GRACE, self._kill)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            self.execute(**kernel_kw)
-        except DeadKernelError:
-            for index in range((self.running or 0) + 1, len(self.nb.cells)):
-                self.not_run.add(index)
-            if self.killed:
-                return "the run exceeded its time limit; the kernel did not stop and was killed in cell %d" % (
-                    self.running + 1)
-            return "the kernel died in cell %d (the cells after it were not run)" % ((self.running or 0) + 1)
-        finally:
-            watchdog.cancel()
-        return None
-
 
 def kernel_env(data_dir, run_dir, epochs, batches):
     """The kernel's environment: the short-training settings, this checkout
@@ -423,6 +343,8 @@ def grade_one(path, out_dir, ref, data_dir, cell_timeout=CELL_TIMEOUT, timeout=T
               epochs=EPOCHS, batches=BATCHES):
     """Grade the notebook at ``path``; writes ``out_dir/{submitted,graded}.ipynb``,
     ``report.json``, ``feedback.txt`` and returns the report (a dict)."""
+    import nbformat
+    from .execute import LimitedClient
     os.makedirs(out_dir, exist_ok=True)
     copy = os.path.join(out_dir, "submitted.ipynb")
     if not (os.path.exists(copy) and os.path.samefile(path, copy)):
@@ -442,7 +364,7 @@ def grade_one(path, out_dir, ref, data_dir, cell_timeout=CELL_TIMEOUT, timeout=T
         work = tempfile.mkdtemp(prefix="work-", dir=out_dir)
         try:
             os.symlink(os.path.abspath(data_dir), os.path.join(work, "data"))
-            client = GradingClient(nb, cell_timeout, timeout, kernel_name="python3",
+            client = LimitedClient(nb, cell_timeout, timeout, kernel_name="python3",
                                    resources={"metadata": {"path": work}})
             stopped = client.run(cwd=work, env=kernel_env(data_dir, os.path.join(work, "run"), epochs, batches))
         finally:
@@ -513,8 +435,8 @@ def out_name(path, base):
     return rel[:-len(".ipynb")].replace(os.sep, "__") if rel.endswith(".ipynb") else rel.replace(os.sep, "__")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser):
+    """The grader's options (``python -m captioning.notebook.grade`` and ``caption grade``)."""
     parser.add_argument("submission", help="a notebook, or a folder of them")
     parser.add_argument("--source", default=assignment.SOURCE, help="the instructor's notebook (default: %(default)s)")
     parser.add_argument("--out", default=OUT, help="reports go to OUT/<name>/ (default: %(default)s)")
@@ -525,16 +447,16 @@ def main(argv=None):
     parser.add_argument("--timeout", type=int, default=TIMEOUT, help="seconds for a whole notebook (%(default)s)")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs (%(default)s)")
     parser.add_argument("--batches", type=int, default=BATCHES, help="batches per epoch (%(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        if args.cell_timeout < 1 or args.timeout < 1 or args.epochs < 0 or args.batches < 1:
-            raise UsageError("--cell-timeout, --timeout and --batches must be >= 1, --epochs >= 0")
-        paths = submissions(args.submission, args.out)
-        ref = Reference(assignment.read_source(args.source))
-        data_dir = ensure_grading_data(args.data)
-    except UsageError as error:
-        print("grade: error: %s" % error, file=sys.stderr)
-        return 2
+
+
+def run(args):
+    """Grade ``args.submission``; prints each feedback, then one JSON line.
+    Bad input (no such file, a bad option, no data) raises UsageError."""
+    if args.cell_timeout < 1 or args.timeout < 1 or args.epochs < 0 or args.batches < 1:
+        raise UsageError("--cell-timeout, --timeout and --batches must be >= 1, --epochs >= 0")
+    paths = submissions(args.submission, args.out)
+    ref = Reference(assignment.read_source(args.source))
+    data_dir = ensure_grading_data(args.data)
     base = args.submission if os.path.isdir(args.submission) else None
     lines = []
     for path in paths:
@@ -552,6 +474,17 @@ def main(argv=None):
                           "scores": {line["submission"]: line["score"] for line in lines},
                           "out": args.out}, ensure_ascii=False))
     return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as error:
+        print("grade: error: %s" % error, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
