@@ -182,6 +182,21 @@ def test_bad_command_line_is_one_line_exit_2(tmp_path, capsys):
                                        ">= 1, --epochs >= 0\n")
 
 
+def test_grading_data_is_built_once(tmp_path, monkeypatch):
+    import captioning.synthetic
+    built = []
+    monkeypatch.setattr(captioning.synthetic, "build_synthetic",
+                        lambda out, n, seed: built.append((out, n, seed)))
+    ready = fake_grading_data(tmp_path / "ready", n=20)
+    assert grade.ensure_grading_data(ready) == ready and built == []
+    assert grade.ensure_grading_data(str(tmp_path / "new")) == str(tmp_path / "new")
+    assert built == [(str(tmp_path / "new"), 1400, 0)]       # more images than the notebook's captions[1337]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(grade.UsageError, match="is neither a data set nor empty"):
+        grade.ensure_grading_data(str(tmp_path / "other"))
+
+
 # ------------------------------------------------------------------ the seminar
 
 def fake_grading_data(out, n=1400):

@@ -121,12 +121,13 @@ def main(argv=None):
     except UsageError as error:
         print("assignment: error: %s" % error, file=sys.stderr)
         return 2
-    graded = [c.metadata.nbgrader for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
-    auto = [g for g in graded if not g.get("solution")]
-    print("wrote %s: %d cells to fill in, %d autograded tests (%g points), %d answers graded by hand (%g points)"
-          % (args.out, sum(bool(c.metadata.get("nbgrader", {}).get("solution")) for c in nb.cells), len(auto),
-             sum(g["points"] for g in auto), len(graded) - len(auto),
-             sum(g["points"] for g in graded if g.get("solution"))))
+    cells = [c.metadata.get("nbgrader", {}) for c in nb.cells]
+    tests = [m for m in cells if m.get("grade") and not m.get("solution")]
+    answers = [m for m in cells if m.get("grade") and m.get("solution")]
+    gaps = [m for m in cells if m.get("solution") and not m.get("grade")]
+    print("wrote %s: %d code cells with gaps, %d autograded tests (%g points), %d answers graded by hand "
+          "(%g points)" % (args.out, len(gaps), len(tests), sum(m["points"] for m in tests), len(answers),
+                           sum(m["points"] for m in answers)))
     return 0
 
 
