@@ -99,6 +99,19 @@ def test_not_a_notebook_gives_a_report_and_zero(small, tmp_path):
     assert saved["score"] == 0 and "not a readable notebook" in (tmp_path / "out" / "feedback.txt").read_text()
 
 
+def test_a_run_that_cannot_start_scores_zero(small, tmp_path, monkeypatch):
+    """Only a test cell that ran can pass: here none did (no kernel)."""
+    ref, filled, data = small
+
+    def no_kernel(self, **kw):
+        raise RuntimeError("Kernel didn't respond in 60 seconds")
+    monkeypatch.setattr(execute.LimitedClient, "run", no_kernel)
+    report = grade.grade_one(write(filled, tmp_path / "s.ipynb")[0], str(tmp_path / "out"), ref, data)
+    assert report["score"] == 0 and {t["status"] for t in report["tests"]} == {"not run"}
+    assert report["problems"] == ["the run stopped: RuntimeError: Kernel didn't respond in 60 seconds"]
+    assert report["run"]["finished"] is False
+
+
 @pytest.mark.slow
 def test_full_marks_and_the_file_left_alone(small, tmp_path):
     ref, filled, data = small

@@ -17,10 +17,10 @@ read-only cells are put back as the instructor wrote them (with the hidden
 tests); one the student edited (its checksum, computed as
 ``nbgrader.utils.compute_checksum`` does, differs from the release's) or
 deleted gets a line in the report. The copy runs in a fresh kernel with the
-short-training settings, one time limit per cell (an endless loop is
-interrupted) and one for the whole run (after it, the kernel is killed); a
+short-training settings and time limits (``captioning.notebook.execute``:
+an endless loop is interrupted, a kernel that will not stop is killed); a
 cell that raises does not stop the run. A test cell earns its points when
-it runs without an error (warnings on stderr cost nothing, unlike in
+it ran without an error (warnings on stderr cost nothing, unlike in
 nbgrader). The checking questions' answers are collected for grading by
 hand. A file that is not a notebook gets a report and zero, not a crash.
 
@@ -216,10 +216,10 @@ def collect(nb, ref, notes, client, stopped):
             test.update(status="not run", message=stopped)
         elif i in client.timed_out:
             test.update(status="timed out", message="did not finish within its time limit: stopped")
-        elif i in client.not_run:
-            test.update(status="not run", message=stopped or "not run: the time limit for the whole run was reached")
         elif _error(nb.cells[i]):
             test.update(status="failed", message=_explain(nb, ref, i, _error(nb.cells[i]), dict(errors)))
+        elif nb.cells[i].get("execution_count") is None:    # only a cell that ran can pass
+            test.update(status="not run", message=stopped or "not run: the time limit for the whole run was reached")
         else:
             test.update(status="passed", points=ref.points(gid), message="")
         if notes.get(gid) == "edited":
@@ -367,6 +367,8 @@ def grade_one(path, out_dir, ref, data_dir, cell_timeout=CELL_TIMEOUT, timeout=T
             client = LimitedClient(nb, cell_timeout, timeout, kernel_name="python3",
                                    resources={"metadata": {"path": work}})
             stopped = client.run(cwd=work, env=kernel_env(data_dir, os.path.join(work, "run"), epochs, batches))
+        except Exception as error:  # the kernel did not start, ...: the report says so, the cells not run get 0
+            stopped = "the run stopped: %s: %s" % (type(error).__name__, _first_lines(error, 200))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         nbformat.write(nb, os.path.join(out_dir, "graded.ipynb"))
