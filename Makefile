@@ -10,7 +10,7 @@ NOTEBOOK := notebooks/image_captioning_seminar.ipynb
 # Short training for CI's notebook run (the whole `make test` must stay well under 45 min).
 CI_NOTEBOOK_ENV := CAPTION_EPOCHS=3 CAPTION_BATCHES_PER_EPOCH=40 CAPTION_RUN_DIR=$(CURDIR)/runs/nbval
 
-.PHONY: setup test unit demo notebook bench bench-cnn clean
+.PHONY: setup test unit demo notebook assignment grade bench bench-cnn clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,16 @@ notebook: setup
 	rm -rf runs/notebook
 	CAPTION_RUN_DIR=$(CURDIR)/runs/notebook $(PY) -m captioning.notebook.run $(NOTEBOOK) $(NOTEBOOK) --scrub-dataset-outputs
 
+# Coursework (README, "For instructors"): the student edition of the notebook
+# (not committed), and grading handed-in notebooks: SUBMISSION is one .ipynb or a
+# folder of them; GRADE_ARGS e.g. --timeout 600 --out DIR --data DIR.
+assignment: setup
+	$(PY) -m captioning.notebook.assignment $(NOTEBOOK) release/$(notdir $(NOTEBOOK))
+
+grade: setup
+	@if [ -z "$(SUBMISSION)" ]; then echo "usage: make grade SUBMISSION=path.ipynb (or a folder of them)" >&2; exit 2; fi
+	$(PY) -m captioning.notebook.grade "$(SUBMISSION)" $(GRADE_ARGS)
+
 # CNN encoders' images/s (Lasagne EfficientNet-Lite0, Lasagne GoogLeNet, onnxruntime).
 bench-cnn: setup
 	$(PY) benchmarks/bench_cnn.py
@@ -67,4 +77,4 @@ bench: setup
 	$(PY) benchmarks/bench_train_step.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .theano_cache runs build
+	rm -rf $(VENV) .theano_cache runs build release

@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "train": "captioning.commands.train",
     "describe": "captioning.commands.describe",
     "evaluate": "captioning.commands.evaluate",
+    "grade": "captioning.commands.grade",
 }
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS", "UsageError"]
