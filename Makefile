@@ -67,14 +67,18 @@ grade: setup
 bench-cnn: setup
 	$(PY) benchmarks/bench_cnn.py
 
-# Theano vs PyTorch CPU train step of the seminar graph; torch is a bench-only
-# extra (requirements-bench.txt), installed on first use with numpy kept.
-# BENCH_ARGS=--sizes large for E=H=512, batch 100, L=20. An OPENBLAS_CORETYPE in
-# the environment forces OpenBLAS's kernels; the bench prints which ones run.
+# Theano vs PyTorch CPU train step of the seminar graph, then of the attention
+# model (its ratio is the last line); torch is a bench-only extra
+# (requirements-bench.txt), installed on first use with numpy kept.
+# BENCH_ARGS=--sizes large for E=H=512, batch 100, L=20 (seminar graph);
+# ATTENTION_BENCH_ARGS=--threads 1, --ticks 22, --profile (attention model). An
+# OPENBLAS_CORETYPE in the environment forces OpenBLAS's kernels; the bench
+# prints which ones run.
 bench: setup
 	@$(PY) -c 'import torch' 2>/dev/null || \
 	  { $(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt -c requirements.txt && $(PY) -m pip check; }
 	$(PY) benchmarks/bench_train_step.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_attention_step.py $(ATTENTION_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .theano_cache runs build release

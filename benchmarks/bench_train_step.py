@@ -250,6 +250,30 @@ def build_torch(size, seed=0):
     return train_step
 
 
+# ---------------------------------------------------------------- timing
+def interleaved_times(steps, repeats, block):
+    """Seconds of ``repeats`` calls of each ``(step, batches)`` of ``steps``.
+
+    Blocks of ``block`` steps, framework after framework: each library's
+    threads spin for a while after their work (OpenBLAS's for up to ~0.1 s),
+    which slows the *other* library's next step, so the first step of each
+    block is not timed; machine noise (other processes) hits all alike.
+    Returns one list of times per entry of ``steps``.
+    """
+    times = [[] for _ in steps]
+    done = 0
+    while done < repeats:
+        n = min(block, repeats - done)
+        for (step, data), spent in zip(steps, times):
+            step(*data[done % len(data)])
+            for i in range(done, done + n):
+                start = time.perf_counter()
+                step(*data[i % len(data)])
+                spent.append(time.perf_counter() - start)
+        done += n
+    return times
+
+
 # ---------------------------------------------------------------- main
 def cpu_model():
     try:
@@ -357,24 +381,11 @@ def main(argv=None):
         theano_step(*batches[i % len(batches)])
         if torch_step:
             torch_step(*torch_batches[i % len(batches)])
-    t_theano, t_torch = [], []
-    steps = [(theano_step, batches, t_theano)]
+    steps = [(theano_step, batches)]
     if torch_step:
-        steps.append((torch_step, torch_batches, t_torch))
-    # Blocks of steps, framework after framework: each library's threads
-    # spin for a while after their work (OpenBLAS's for up to ~0.1 s), which
-    # slows the *other* library's next step; the first step of each block
-    # is not timed.
-    done = 0
-    while done < args.repeats:
-        n = min(args.block, args.repeats - done)
-        for step, data, times in steps:
-            step(*data[done % len(data)])
-            for i in range(done, done + n):
-                start = time.perf_counter()
-                step(*data[i % len(data)])
-                times.append(time.perf_counter() - start)
-        done += n
+        steps.append((torch_step, torch_batches))
+    times = interleaved_times(steps, args.repeats, args.block)
+    t_theano, t_torch = times[0], (times[1] if torch_step else [])
 
     flops = matmul_flops(size)
     tokens = statistics.mean(n_targets)
@@ -394,10 +405,10 @@ def main(argv=None):
     if args.profile:
         theano_step.profile.summary()
     if t_torch:
-        print("Theano/PyTorch step-time ratio: %.2f"
+        print("Theano/PyTorch step-time ratio (seminar graph): %.2f"
               % (statistics.median(t_theano) / statistics.median(t_torch)))
     else:
-        print("Theano/PyTorch step-time ratio: n/a (no PyTorch)")
+        print("Theano/PyTorch step-time ratio (seminar graph): n/a (no PyTorch)")
 
 
 if __name__ == "__main__":

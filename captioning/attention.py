@@ -33,8 +33,8 @@ from lasagne.layers import Layer, MergeLayer
 from lasagne.layers.recurrent import Gate
 
 from captioning.stack.lasagne_compat.lstm import (GATES, add_init_incomings,
-                                            initial_state, lstm_tick,
-                                            stacked_weights)
+                                            gate_preactivations, initial_state,
+                                            lstm_gates, stacked_weights)
 
 __all__ = ["AttentionLSTMLayer", "AttentionPart"]
 
@@ -202,15 +202,23 @@ class AttentionLSTMLayer(MergeLayer):
     def _tick(self, x_t, c_prev, h_prev, regions, projected, W_hid, W_ctx,
               W_hid_att, w_att, w_beta, b_beta, *peepholes):
         """One tick; ``x_t`` is the word part ``x W_in + b`` (batch, 4H).
-        The weights come as arguments, so that scan (strict) sees them."""
+        The weights come as arguments, so that scan (strict) sees them.
+
+        Returns ``c, h, alpha, z`` and what the backward pass needs (see
+        :meth:`get_output_for`): the gates' pre-activations (batch, 4H), the
+        attended regions before the gate beta (batch, region_size) and the
+        attention MLP's hidden layer (batch, regions, A).
+        """
         hid_part = T.dot(h_prev, W_hid_att).dimshuffle(0, "x", 1)
-        scores = T.dot(T.tanh(projected + hid_part), w_att)  # (batch, regions)
-        alpha = T.nnet.softmax(scores)
+        hidden = T.tanh(projected + hid_part)
+        alpha = T.nnet.softmax(T.dot(hidden, w_att))  # (batch, regions)
         beta = T.nnet.sigmoid(T.dot(h_prev, w_beta) + b_beta)  # (batch,)
-        z = beta.dimshuffle(0, "x") * T.batched_dot(alpha, regions)
-        c, h = lstm_tick(self, x_t + T.dot(z, W_ctx), c_prev, h_prev, W_hid,
-                         None, None, peepholes)
-        return c, h, alpha, z
+        attended = T.batched_dot(alpha, regions)
+        z = beta.dimshuffle(0, "x") * attended
+        pre = gate_preactivations(self, x_t + T.dot(z, W_ctx), h_prev, W_hid,
+                                  None, None)
+        c, h = lstm_gates(self, pre, c_prev, peepholes)
+        return c, h, alpha, z, pre, attended, hidden
 
     def _tick_weights(self):
         _, W_hid, _ = stacked_weights(self)
@@ -238,7 +246,7 @@ class AttentionLSTMLayer(MergeLayer):
         """
         W_in, _, b = stacked_weights(self)
         return self._tick(T.dot(word_input, W_in) + b, cell, hid, regions,
-                          projected, *self._tick_weights())
+                          projected, *self._tick_weights())[:4]
 
     # ---------------------------------------------------------------- the scan
     def get_output_for(self, inputs, **kwargs):
@@ -261,7 +269,7 @@ class AttentionLSTMLayer(MergeLayer):
             sequences.append(inputs[self.mask_incoming_index]
                              .T.dimshuffle(0, 1, "x"))
         outputs_info = [initial_state(self, "cell_init", inputs, x),
-                        initial_state(self, "hid_init", inputs, x), None, None]
+                        initial_state(self, "hid_init", inputs, x)] + [None] * 5
         non_sequences = [regions, self.project_regions(regions)] + \
             self._tick_weights()
 
@@ -269,13 +277,24 @@ class AttentionLSTMLayer(MergeLayer):
             if masked:
                 m_t, args = args[0], args[1:]
             c_prev, h_prev = args[:2]
-            c, h, alpha, z = self._tick(x_t, c_prev, h_prev, *args[2:])
+            c, h, alpha, z, pre, attended, hidden = self._tick(
+                x_t, c_prev, h_prev, *args[2:])
             if masked:  # padded ticks keep the previous state
                 c = T.switch(m_t, c, c_prev)
                 h = T.switch(m_t, h, h_prev)
-            return [c, h, alpha, z]
+            # Speed, same maths: the backward scan reuses the forward scan's
+            # outputs wherever its graph contains one of them, and computes
+            # everything else again, tick by tick (Theano's Scan.L_op). So
+            # the gate pre-activations (z W_ctx + h W_hid: the step's two
+            # large products), alpha . a (beta's gradient) and the attention
+            # MLP's tanh are outputs too, though only the gradient reads
+            # them. Theano substitutes the outputs one after the other, so
+            # the order matters: each before the values it is computed from
+            # (pre contains z, z alpha . a, that alpha, alpha the MLP's
+            # hidden layer), or it would no longer be recognised.
+            return [c, h, pre, z, attended, alpha, hidden]
 
-        _, hids, alphas, contexts = theano.scan(
+        _, hids, _, contexts, _, alphas, _ = theano.scan(
             scan_step, sequences, outputs_info=outputs_info,
             non_sequences=non_sequences, strict=True)[0]
         return T.concatenate([hids, contexts, alphas], axis=2) \

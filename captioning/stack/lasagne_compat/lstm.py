@@ -228,12 +228,25 @@ def lstm_tick(layer, x_t, c_prev, h_prev, W_hid, W_in, b, peepholes):
     """Master's LSTM equations for one step (see the class docstring);
     ``x_t`` is already ``x_t W_in + b`` if the layer precomputes its input;
     ``peepholes`` is ``(w_ci, w_cf, w_co)``, or empty without them."""
-    n = layer.num_units
+    pre = gate_preactivations(layer, x_t, h_prev, W_hid, W_in, b)
+    return lstm_gates(layer, pre, c_prev, peepholes)
+
+
+def gate_preactivations(layer, x_t, h_prev, W_hid, W_in, b):
+    """The four gates' inputs side by side, ``(batch, 4 num_units)``, with
+    their gradient clipped (the first half of :func:`lstm_tick`)."""
     pre = x_t if layer.precompute_input else T.dot(x_t, W_in) + b
     pre = pre + T.dot(h_prev, W_hid)
     if layer.grad_clipping:  # 0/False: no clipping (0.1 clipped to 0)
         pre = theano.gradient.grad_clip(
             pre, -layer.grad_clipping, layer.grad_clipping)
+    return pre
+
+
+def lstm_gates(layer, pre, c_prev, peepholes):
+    """``(c_t, h_t)`` from :func:`gate_preactivations`' ``pre`` (the second
+    half of :func:`lstm_tick`)."""
+    n = layer.num_units
     pre_i, pre_f, pre_c, pre_o = (pre[:, k * n:(k + 1) * n] for k in range(4))
     if layer.peepholes:  # input/forget gates peek at c_{t-1}
         w_ci, w_cf, w_co = peepholes
