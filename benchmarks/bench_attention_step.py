@@ -118,6 +118,7 @@ class TorchAttentionCaptioner:
             self.p[k].requires_grad_(True)
         self.clip = float(hyper["grad_clipping"])
         self.dropout = float(hyper["output_dropout"])
+        self.region_dropout = float(hyper.get("region_dropout", 0))
         self.deep_tanh = hyper["deep_output_nonlinearity"] == "tanh"
         self.penalty_weight = float(hyper["attention_penalty"])
         # Lasagne's adam(learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8)
@@ -138,6 +139,8 @@ class TorchAttentionCaptioner:
         mask = sentences != -1
         words = sentences.clamp(min=0)
         x = F.embedding(words, p["embedding"])                         # (B, T, E)
+        if dropout and self.region_dropout:   # as the model's region_dropout layer
+            regions = F.dropout(regions, self.region_dropout, training=True)
         mean = regions.mean(dim=1)
         h = torch.tanh(torch.addmm(p["hid_init_b"], mean, p["hid_init_W"]))
         c = torch.tanh(torch.addmm(p["cell_init_b"], mean, p["cell_init_W"]))
