@@ -326,6 +326,8 @@ def numpy_model(model, regions, matrix):
     mask = (matrix != -1).astype(np.float64)
     x = p["embedding.W"][words]
     a = regions.astype(np.float64)
+    if "region_dense.W" in p:   # the decoder sees the regions through it
+        a = a @ p["region_dense.W"] + p["region_dense.b"]
     h, z, alpha = numpy_attention_lstm(
         layer, x, a, mask, mean_init(p["hid_init.W"], p["hid_init.b"], a),
         mean_init(p["cell_init.W"], p["cell_init.b"], a), peepholes=False)
@@ -343,10 +345,12 @@ def numpy_model(model, regions, matrix):
     return xent, penalty, probs
 
 
-@pytest.mark.parametrize("nonlinearity", ["linear", "tanh"])
-def test_model_loss_and_regulariser_match_numpy(nonlinearity):
+@pytest.mark.parametrize("nonlinearity,region_units",
+                         [("linear", 0), ("tanh", 0), ("linear", 5)])
+def test_model_loss_and_regulariser_match_numpy(nonlinearity, region_units):
     model = tiny_model(output_dropout=0, region_dropout=0, attention_penalty=0.7,
-                       deep_output_nonlinearity=nonlinearity)
+                       deep_output_nonlinearity=nonlinearity,
+                       region_units=region_units)
     regions, matrix = batch(model)
     xent, penalty, probs = numpy_model(model, regions, matrix)
     assert penalty > 0.1  # the regulariser is not negligible here
@@ -365,8 +369,9 @@ def test_model_loss_and_regulariser_match_numpy(nonlinearity):
                                atol=1e-6)
 
 
-def test_decoder_step_equals_the_full_graph():
-    model = tiny_model(seed=1)
+@pytest.mark.parametrize("region_units", [0, 5])
+def test_decoder_step_equals_the_full_graph(region_units):
+    model = tiny_model(seed=1, region_units=region_units)
     regions, matrix = batch(model, seed=1)
     matrix = sentences(model, "w0 w1 w2", "w3 w4 w5", "w6 w7 w0")  # no PAD
     full = model.get_probs(regions, matrix)
@@ -375,17 +380,18 @@ def test_decoder_step_equals_the_full_graph():
         get_output(model.layers["attention"], deterministic=True))(
             regions, matrix)
     init_state, step = model.compile_step()
-    cell, hid, projected = init_state(regions)
+    cell, hid, seen, projected = init_state(regions)
+    assert seen.shape == (len(regions), MR, region_units or MD)
     for t in range(matrix.shape[1]):
-        log_probs, cell, hid, alpha = step(matrix[:, t], cell, hid, regions,
+        log_probs, cell, hid, alpha = step(matrix[:, t], cell, hid, seen,
                                            projected)
         np.testing.assert_allclose(np.exp(log_probs), full[:, t], atol=2e-6,
                                    err_msg="tick %d" % t)
         np.testing.assert_allclose(alpha, alpha_full[:, t], atol=2e-6)
     # and a beam's rows: images repeated, state rows in any order
     order = [2, 0, 0, 1]
-    cell, hid, projected = init_state(regions)
-    lp, *_ = step(matrix[order, 0], cell[order], hid[order], regions[order],
+    cell, hid, seen, projected = init_state(regions)
+    lp, *_ = step(matrix[order, 0], cell[order], hid[order], seen[order],
                   projected[order])
     np.testing.assert_allclose(np.exp(lp), full[order, 0], atol=2e-6)
     assert_float32(model.compile_step())
