@@ -34,7 +34,8 @@ from lasagne.layers import (DenseLayer, DimshuffleLayer, DropoutLayer,
                             get_output)
 
 from broadcast import BroadcastLayer, UnbroadcastLayer
-from captioning.attention import AttentionLSTMLayer, AttentionPart
+from captioning.attention import (AttentionLSTMLayer, AttentionPart,
+                                  FeatureDropoutLayer)
 from captioning.model import CaptionModel
 from captioning.text import PAD_ix
 
@@ -51,6 +52,9 @@ ATTENTION_HYPER = {
     # dropout on the region features (the seminar graph drops half of its
     # image code): without it the model overfit Flickr8k after 4 epochs
     "region_dropout": 0.5,
+    # "feature": one mask per image, the same features dropped in all its
+    # regions (FeatureDropoutLayer); "element": each (region, feature) alone
+    "region_dropout_mode": "element",
     # a Dense (linear) from the region features to this many units, shared
     # by all regions, before the decoder sees them; 0 gives the decoder the
     # CNN's features as they are
@@ -121,9 +125,14 @@ class AttentionCaptionModel(CaptionModel):
         if not h["train_embedding"]:
             l_embedding.params[l_embedding.W].discard("trainable")
         l_regions = InputLayer((None, None, D), self.regions, name="regions")
+        if h["region_dropout_mode"] not in ("element", "feature"):
+            raise ValueError("region_dropout_mode must be 'element' or "
+                             "'feature', got %r" % (h["region_dropout_mode"],))
         if h["region_dropout"]:
-            l_regions = DropoutLayer(l_regions, p=h["region_dropout"],
-                                     name="region_dropout")
+            dropout = (FeatureDropoutLayer if h["region_dropout_mode"] == "feature"
+                       else DropoutLayer)
+            l_regions = dropout(l_regions, p=h["region_dropout"],
+                                name="region_dropout")
         if h["region_units"]:
             # one row per (image, region), the seminar's way to apply a Dense
             l_rows = BroadcastLayer(l_regions, (0, 1), name="region_rows")

@@ -482,3 +482,29 @@ def test_region_dropout_acts_in_training_only():
     assert np.isclose(val_a, val_b, rtol=1e-5) and np.isclose(train_b, val_b, rtol=1e-5)
     assert not np.isclose(train_a, val_a, rtol=1e-3)
     assert "region_dropout" in with_dropout.layers and "region_dropout" not in without.layers
+
+
+def test_feature_dropout_drops_the_same_features_in_every_region():
+    from lasagne.layers import InputLayer, get_output
+    from captioning.attention import FeatureDropoutLayer
+    x = T.tensor3("x")
+    layer = FeatureDropoutLayer(InputLayer((None, None, 300), x), p=0.25)
+    train = theano.function([x], get_output(layer))
+    test = theano.function([x], get_output(layer, deterministic=True))
+    a = np.random.RandomState(0).rand(8, 49, 300).astype("float32") + 1  # no zeros
+    out = train(a)
+    kept = out != 0
+    # one mask per (image, feature): a feature is kept in all regions or none
+    assert (kept == kept[:, :1, :]).all()
+    np.testing.assert_allclose(out[kept], (a / 0.75)[kept], rtol=1e-6)
+    assert abs(1 - kept[:, 0, :].mean() - 0.25) < 0.03   # 2,400 draws
+    assert not np.array_equal(kept[0, 0], kept[1, 0])   # images differ
+    np.testing.assert_array_equal(test(a), a)
+
+
+def test_feature_region_dropout_in_the_model():
+    model = tiny_model(output_dropout=0, region_dropout=0.5,
+                       region_dropout_mode="feature")
+    assert type(model.layers["region_dropout"]).__name__ == "FeatureDropoutLayer"
+    with pytest.raises(ValueError, match="region_dropout_mode"):
+        tiny_model(region_dropout_mode="channel")
