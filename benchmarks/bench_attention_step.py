@@ -20,9 +20,9 @@ Sizes are the model's defaults (E=256, H=512, A=256, 7x7=49 regions of 1280
 features) with ``caption train``'s batch of 64 and its Flickr8k vocabulary
 (2,420 words: the train split less the selection photos, words seen 5
 times). T=13 ticks: ``caption train`` batches captions of the same length
-(sorted, so almost no padding) and a step's time grows linearly with its
-length, so an epoch costs as many steps of the *mean* length as it has
-batches; the mean Flickr8k caption (cut at 22 tokens) is 12.75 tokens with
+(sorted, so almost no padding) and most of a step's time is per tick, so
+an epoch costs about as many steps of the *mean* length as it has batches;
+the mean Flickr8k caption (cut at 22 tokens) is 12.75 tokens with
 ``#START#`` and ``#END#`` (median 12, 95th percentile 20).
 
 Both frameworks run alternately, in blocks of steps (as in
