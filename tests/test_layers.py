@@ -155,6 +155,52 @@ def test_the_package_has_no_import_cycle():
     assert cycles(import_graph()) == []
 
 
+def theano_before_stack(path):
+    """The line of a top-level ``theano``/``lasagne`` import that comes before
+    the module's top-level ``import captioning.stack`` (None if none does).
+    Imported first, Theano reads no flags (and crashes on numpy >= 1.22)."""
+    for node in ast.parse(Path(path).read_text("utf-8")).body:
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        else:
+            continue
+        if "captioning.stack" in names:
+            return None
+        if any(n.split(".")[0] in ("theano", "lasagne") for n in names):
+            return node.lineno
+    return None
+
+
+def test_the_stack_check_finds_theano_imported_first(tmp_path):
+    first = tmp_path / "first.py"
+    first.write_text('"""doc"""\nimport numpy as np\nfrom theano import tensor\n'
+                     'import captioning.stack\n')
+    later = tmp_path / "later.py"
+    later.write_text("import os\nimport captioning.stack  # noqa\nimport lasagne\n"
+                     "def f():\n    import theano\n")
+    assert theano_before_stack(first) == 3
+    assert theano_before_stack(later) is None
+
+
+def test_modules_import_the_stack_before_theano():
+    # `captioning/stack/` is the set-up itself
+    late = ["%s:%d" % (p.relative_to(REPO), theano_before_stack(p))
+            for p in sorted(PACKAGE.rglob("*.py"))
+            if "stack" not in p.relative_to(PACKAGE).parts[:1] and theano_before_stack(p)]
+    assert late == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["captioning.cnn.efficientnet", "captioning.cnn.depthwise"])
+def test_a_theano_module_imports_alone(module):
+    # as `caption data synthetic` first imports the CNN, in a fresh interpreter
+    out = subprocess.run([sys.executable, "-c", "import " + module], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr.strip().splitlines()[-1]
+
+
 def test_importing_the_package_imports_nothing():
     assert import_graph()["captioning"] == set()
 

@@ -12,6 +12,8 @@ Only the forward pass is hand-written; the gradient is that of the
 equivalent ``T.nnet.conv2d(num_groups=C)`` graph, so the layer still trains.
 """
 import numpy as np
+
+import captioning.stack  # noqa: F401  (Theano flags and the Lasagne backport first)
 import theano
 import theano.tensor as T
 from theano.gof import Apply, Op

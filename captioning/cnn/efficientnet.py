@@ -32,6 +32,8 @@ import math
 import os
 
 import numpy as np
+
+import captioning.stack  # noqa: F401  (Theano flags and the Lasagne backport first)
 import theano
 import theano.tensor as T
 import lasagne
