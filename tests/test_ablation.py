@@ -79,6 +79,20 @@ def test_train_and_evaluate_commands(tmp_path):
         "--list", str(flickr / "Flickr_8k.devImages.txt"), "--beam", "3"]
 
 
+def test_paths_work_from_the_repository_root(tmp_path, monkeypatch):
+    # the notebook runs in notebooks/, the commands in the repository root
+    from captioning.datasets.formats import REPO_ROOT
+    row = Row("x", "logits", (), 1)
+    assert train_command(row, REPO_ROOT / "notebooks" / ".." / "runs" / "bonus", "/f") == (
+        "caption train --flickr8k /f --out runs/bonus/logits")
+    flickr = fake_flickr8k(tmp_path / "f")
+    write_model_json(tmp_path / "models" / "logits")
+    monkeypatch.chdir(tmp_path / "models")
+    run = FakeRun(out=json.dumps(SCORES))
+    evaluate_rows([row], ".", "../f", run=run, log=lambda _: None)
+    assert run.calls == [evaluate_command(tmp_path / "models" / "logits", flickr, 1)]
+
+
 def test_describe_model_reads_model_json(tmp_path):
     assert describe_model(write_model_json(tmp_path / "a", **ATTENTION_JSON)) == \
         "attention, spatial, glove-6b-50d (frozen); epoch 2 of 3"

@@ -13,6 +13,7 @@ really is from its ``model.json`` (a symlink pointing at the wrong model
 shows), :func:`histories` its training history for the loss curves.
 """
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -44,11 +45,22 @@ METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "cider")
 DEV_LIST = SPLIT_FILES["val"]      # Flickr_8k.devImages.txt
 
 
+def _shown(path):
+    """A path as a command run from the repository root can take it:
+    relative to the root when inside it, else absolute."""
+    path = Path(os.path.abspath(path))
+    try:
+        return path.relative_to(REPO_ROOT)
+    except ValueError:
+        return path
+
+
 def train_command(row, models_dir, flickr8k_dir):
-    """The ``caption train`` command line that makes a row's model."""
+    """The ``caption train`` command line that makes a row's model (to run
+    from the repository root)."""
     return " ".join(shlex.quote(str(a)) for a in [
-        "caption", "train", "--flickr8k", flickr8k_dir,
-        "--out", Path(models_dir) / row.model, *row.train_options])
+        "caption", "train", "--flickr8k", _shown(flickr8k_dir),
+        "--out", _shown(Path(models_dir) / row.model), *row.train_options])
 
 
 def evaluate_command(model_dir, flickr8k_dir, beam):
@@ -135,8 +147,12 @@ def evaluate_rows(rows, models_dir, flickr8k_dir, run=_run, log=print):
     why there are none (no Flickr8k here, no model, the command failed: its
     last line) or what to know about them (photos left out). ``run(argv) ->
     (exit code, stdout, stderr)`` runs the command (a subprocess from the
-    repository root); ``log`` gets one line per row as it is done.
+    repository root, so relative paths are made absolute here); ``log`` gets
+    one line per row as it is done.
     """
+    models_dir = Path(os.path.abspath(models_dir))
+    if flickr8k_dir is not None:
+        flickr8k_dir = Path(os.path.abspath(flickr8k_dir))
     have_flickr8k = flickr8k_dir is not None and is_flickr8k_dir(flickr8k_dir) \
         and (Path(flickr8k_dir) / DEV_LIST).is_file()
     results = []
@@ -146,7 +162,7 @@ def evaluate_rows(rows, models_dir, flickr8k_dir, run=_run, log=print):
                   "model": describe_model(model_dir), "note": ""}
         if result["model"] is None:
             result["note"] = "missing: no model in %s; make it with `%s`" % (
-                model_dir, train_command(row, models_dir, flickr8k_dir or "FLICKR8K_DIR"))
+                _shown(model_dir), train_command(row, models_dir, flickr8k_dir or "FLICKR8K_DIR"))
         elif not have_flickr8k:
             result["note"] = "skipped: no Flickr8k here (%s)" % flickr8k_dir
         else:
