@@ -44,6 +44,7 @@ class FakeRun:
 
 ATTENTION_JSON = {
     "arch": "attention", "encoder": {"feature_kind": "spatial"},
+    "hyper_parameters": {"embed_size": 256, "lstm_units": 512, "attention_units": 256},
     "training": {"word_vectors": {"source": "glove-6b-50d", "frozen": True},
                  "epoch": 2, "history": [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]}}
 
@@ -95,7 +96,7 @@ def test_paths_work_from_the_repository_root(tmp_path, monkeypatch):
 
 def test_describe_model_reads_model_json(tmp_path):
     assert describe_model(write_model_json(tmp_path / "a", **ATTENTION_JSON)) == \
-        "attention, spatial, glove-6b-50d (frozen); epoch 2 of 3"
+        "attention, spatial, glove-6b-50d (frozen), E=256 H=512; epoch 2 of 3"
     # format 1 and 2 (no arch, no encoder): the seminar graph on logits
     assert describe_model(write_model_json(tmp_path / "b", vocabulary=[])) == \
         "seminar, logits"
@@ -116,8 +117,8 @@ def test_scores_come_from_the_last_json_line(tmp_path):
     table = markdown_table(results).splitlines()
     assert table[0] == ("|  | model (from model.json) | beam | photos | BLEU-1 | BLEU-2 | "
                         "BLEU-3 | BLEU-4 | CIDEr-D |")
-    assert table[2] == ("| + beam search (k = 3) | attention, spatial, glove-6b-50d (frozen); "
-                        "epoch 2 of 3 | 3 | 1000 | 0.601 | 0.419 | 0.287 | 0.195 | 0.462 |")
+    assert table[2] == ("| + beam search (k = 3) | attention, spatial, glove-6b-50d (frozen), "
+                        "E=256 H=512; epoch 2 of 3 | 3 | 1000 | 0.601 | 0.419 | 0.287 | 0.195 | 0.462 |")
 
 
 def test_photos_left_out_are_noted(tmp_path):
@@ -186,7 +187,7 @@ def test_the_real_command_on_a_tiny_model(tmp_path):
     save_model(model, tmp_path / "models" / "logits")
     logged = []
     result, = evaluate_rows(ROWS[:1], tmp_path / "models", flickr, log=logged.append)
-    assert result["note"] == "" and result["model"] == "seminar, logits"
+    assert result["note"] == "" and result["model"] == "seminar, logits, E=8 H=16"
     assert result["scores"]["n_images"] == 3
     assert all(0 <= result["scores"][m] <= 1 for m in ("bleu1", "bleu4"))
     assert logged and logged[0].startswith("seminar graph on logits (beam 1): ")

@@ -84,8 +84,8 @@ def _read_model_json(model_dir):
 
 def describe_model(model_dir):
     """What ``model.json`` says a model is, in one short line (e.g.
-    ``attention, spatial, glove-6b-50d; epoch 9 of 12``), or None if the
-    directory holds no readable model."""
+    ``attention, spatial, glove-6b-50d, E=256 H=512; epoch 9 of 12``), or
+    None if the directory holds no readable model."""
     config = _read_model_json(model_dir)
     if not isinstance(config, dict):
         return None
@@ -97,6 +97,9 @@ def describe_model(model_dir):
     if vectors:
         parts.append(vectors.get("source", "word vectors")
                      + (" (frozen)" if vectors.get("frozen") else ""))
+    hyper = config.get("hyper_parameters") or {}
+    if "embed_size" in hyper and "lstm_units" in hyper:
+        parts.append("E=%s H=%s" % (hyper["embed_size"], hyper["lstm_units"]))
     text = ", ".join(parts)
     history = training.get("history") or []
     if history and "epoch" in training:
