@@ -20,9 +20,9 @@ Sizes are the model's defaults (E=256, H=512, A=256, 7x7=49 regions of 1280
 features) with ``caption train``'s batch of 64 and its Flickr8k vocabulary
 (2,420 words: the train split less the selection photos, words seen 5
 times). T=13 ticks: ``caption train`` batches captions of the same length
-(sorted, so almost no padding) and a step's time grows linearly with its
-length, so an epoch costs as many steps of the *mean* length as it has
-batches; the mean Flickr8k caption (cut at 22 tokens) is 12.75 tokens with
+(sorted, so almost no padding) and most of a step's time is per tick, so
+an epoch costs about as many steps of the *mean* length as it has batches;
+the mean Flickr8k caption (cut at 22 tokens) is 12.75 tokens with
 ``#START#`` and ``#END#`` (median 12, 95th percentile 20).
 
 Both frameworks run alternately, in blocks of steps (as in
@@ -340,19 +340,24 @@ def main(argv=None):
     for i in range(args.warmup):
         for step, data in steps:
             step(*data[i % len(data)])
-    times = interleaved_times(steps, args.repeats, args.block)
+    cpu = []
+    times = interleaved_times(steps, args.repeats, args.block, cpu_times=cpu)
 
     flops = matmul_flops(size)
     n_steps = math.ceil(EPOCH_CAPTIONS / size["B"])
     print()
     print("matmul FLOPs per train step (fwd+bwd): %.1f GFLOP" % (flops / 1e9))
-    print("%-8s %10s %10s %10s %10s %16s" % ("", "median s", "min s", "max s",
-                                            "GFLOP/s", "epoch (%d steps)" % n_steps))
+    print("%-8s %10s %10s %10s %10s %16s %12s" % (
+        "", "median s", "min s", "max s", "GFLOP/s", "epoch (%d steps)" % n_steps,
+        "CPU s/step"))
     names = ["Theano", "PyTorch"][:len(steps)]
-    for name, t in zip(names, times):
+    for name, t, c in zip(names, times, cpu):
         med = statistics.median(t)
-        print("%-8s %10.3f %10.3f %10.3f %10.1f %14.1f min"
-              % (name, med, min(t), max(t), flops / med / 1e9, med * n_steps / 60))
+        print("%-8s %10.3f %10.3f %10.3f %10.1f %12.1f min %12.3f"
+              % (name, med, min(t), max(t), flops / med / 1e9, med * n_steps / 60,
+                 statistics.median(c)))
+    print("(CPU s/step: median CPU time of the process, all its threads; with one "
+          "thread it is the step's time on an otherwise idle core)")
     if args.profile:
         theano_step.profile.summary()
     if torch_step:

@@ -251,26 +251,32 @@ def build_torch(size, seed=0):
 
 
 # ---------------------------------------------------------------- timing
-def interleaved_times(steps, repeats, block):
+def interleaved_times(steps, repeats, block, cpu_times=None):
     """Seconds of ``repeats`` calls of each ``(step, batches)`` of ``steps``.
 
     Blocks of ``block`` steps, framework after framework: each library's
     threads spin for a while after their work (OpenBLAS's for up to ~0.1 s),
     which slows the *other* library's next step, so the first step of each
     block is not timed; machine noise (other processes) hits all alike.
-    Returns one list of times per entry of ``steps``.
+    Returns one list of wall-clock times per entry of ``steps``; a list
+    ``cpu_times`` receives the matching lists of the process's CPU times
+    (all its threads), which other processes on the machine disturb less.
     """
     times = [[] for _ in steps]
+    cpu = [[] for _ in steps]
     done = 0
     while done < repeats:
         n = min(block, repeats - done)
-        for (step, data), spent in zip(steps, times):
+        for (step, data), spent, spent_cpu in zip(steps, times, cpu):
             step(*data[done % len(data)])
             for i in range(done, done + n):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 step(*data[i % len(data)])
                 spent.append(time.perf_counter() - start)
+                spent_cpu.append(time.process_time() - start_cpu)
         done += n
+    if cpu_times is not None:
+        cpu_times.extend(cpu)
     return times
 
 

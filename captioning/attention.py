@@ -238,11 +238,16 @@ class AttentionLSTMLayer(MergeLayer):
         Returns ``c, h, alpha, z`` and what the backward pass needs (see
         :meth:`get_output_for`): the gates' pre-activations (batch, 4H), the
         attended regions before the gate beta (batch, region_size) and the
-        attention MLP's hidden layer (batch, regions, A).
+        attention MLP's hidden layer (batch * regions, A).
         """
         hid_part = T.dot(h_prev, W_hid_att).dimshuffle(0, "x", 1)
-        hidden = T.tanh(projected + hid_part)
-        alpha = T.nnet.softmax(T.dot(hidden, w_att))  # (batch, regions)
+        summed = projected + hid_part  # (batch, regions, A)
+        # one row per (image, region): Theano would move the reshape that
+        # dot(3-d, vector) makes inside the tanh, and compute a second tanh
+        # for the hidden layer returned for the backward pass
+        hidden = T.tanh(summed.reshape((-1, summed.shape[2])))
+        alpha = T.nnet.softmax(T.dot(hidden, w_att).reshape(
+            (summed.shape[0], summed.shape[1])))  # (batch, regions)
         beta = T.nnet.sigmoid(T.dot(h_prev, w_beta) + b_beta)  # (batch,)
         attended = T.batched_dot(alpha, regions)
         z = beta.dimshuffle(0, "x") * attended

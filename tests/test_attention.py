@@ -508,3 +508,25 @@ def test_feature_region_dropout_in_the_model():
     assert type(model.layers["region_dropout"]).__name__ == "FeatureDropoutLayer"
     with pytest.raises(ValueError, match="region_dropout_mode"):
         tiny_model(region_dropout_mode="channel")
+
+
+def test_backward_scan_reuses_the_forward_values():
+    # Speed, not maths: the forward scan returns the gates' pre-activations,
+    # alpha . a and the attention MLP's tanh, so the gradient's scan computes
+    # only the gradient's own products per tick (d pre W_ctx^T, d pre W_hid^T,
+    # the MLP's d W_hid_att^T and one batched dot for d alpha), not again
+    # z W_ctx, h W_hid, h W_hid_att and alpha . a.
+    model = tiny_model(output_dropout=0)
+    train_step, _ = model.compile_train()
+    scans = {node.op.name: node.op.fn.maker.fgraph.toposort()
+             for node in train_step.maker.fgraph.toposort()
+             if type(node.op).__name__ == "Scan"}
+    assert sorted(scans) == ["grad_of_scan_fn", "scan_fn"]
+
+    def products(nodes):
+        names = [type(n.op).__name__ for n in nodes]
+        return sum(names.count(k) for k in ("Gemm", "Dot22", "Dot")), \
+            names.count("BatchedDot")
+
+    assert products(scans["scan_fn"]) == (3, 1)   # z W_ctx, h W_hid, h W_hid_att; alpha . a
+    assert products(scans["grad_of_scan_fn"]) == (3, 1)

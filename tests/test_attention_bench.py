@@ -17,7 +17,6 @@ import captioning.stack  # noqa: F401  (before theano/lasagne)
 import numpy as np
 import pytest
 import theano
-from lasagne.layers import get_output
 
 torch = pytest.importorskip(
     "torch", reason="torch is a bench-only extra (requirements-bench.txt, "

@@ -1,10 +1,11 @@
 """The committed notebook carries no data-set content and no progress noise."""
 import nbformat
+import pytest
 
 from captioning.notebook.run import (SCRUB_NOTE, drop_transient_stderr,
                                      scrub_dataset_outputs)
 
-NOTEBOOK = "notebooks/image_captioning_seminar.ipynb"
+NOTEBOOKS = ["notebooks/image_captioning_seminar.ipynb", "notebooks/image_captioning_bonus.ipynb"]
 
 
 def stream(name, text):
@@ -35,9 +36,10 @@ def test_progress_redraws_go_and_messages_stay():
                                               "UserWarning: something real\n"]
 
 
-def test_committed_notebook_is_scrubbed_and_executed():
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_committed_notebook_is_scrubbed_and_executed(notebook):
     import os
-    path = os.path.join(os.path.dirname(__file__), "..", NOTEBOOK)
+    path = os.path.join(os.path.dirname(__file__), "..", notebook)
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code), "commit the executed notebook"
@@ -56,7 +58,6 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-import pytest  # noqa: E402
 
 from captioning.notebook import run as notebook_run  # noqa: E402
 
@@ -214,7 +215,7 @@ def test_failing_cell_stops_the_run_with_one_line(tmp_path):
     dst = tmp_path / "out.ipynb"
     dst.write_text("the copy from before")
     proc = start([str(src), str(dst)])
-    out, err = (b.decode() for b in proc.communicate(timeout=120))
+    out, err = (b.decode() for b in proc.communicate(timeout=600))
     assert proc.returncode == 1
     assert err.splitlines()[-1] == \
         "notebook_run: error: cell 4/5 (## Setup) raised ValueError: bad thing"

@@ -158,3 +158,36 @@ def test_loops_that_can_fail_are_left_to_theano():
     n = T.lscalar()
     fn = theano.function([n], T.cast((62720 * n) // T.maximum(1280 * n, 1), "float32"))
     assert fn(3) == 49.0
+
+
+# ------------------------------------------------------------ sum0_to_gemv
+@pytest.mark.parametrize("shape, axes, transpose", [
+    ((37, 53), (0,), False),              # the output layer's bias gradient
+    ((13, 64, 300), (0, 1), False),       # the attention model's gates' bias gradient
+    ((5, 3, 4, 70), (0, 1, 2), False),
+    ((64, 20, 9), (1, 0), False),         # axes in any order
+    ((40, 30, 7), (0, 1), True),          # a strided view: copied, then sgemv
+])
+def test_sums_over_leading_axes_become_gemv(shape, axes, transpose):
+    x = T.TensorType("float32", (False,) * len(shape))()
+    source = x.dimshuffle(1, 0, 2) if transpose else x
+    fn = theano.function([x], source.sum(axis=axes))
+    ops = [type(n.op).__name__ for n in fn.maker.fgraph.toposort()]
+    assert "Sum" not in ops and any("Gemv" in op for op in ops), ops
+    value = np.random.RandomState(4).randn(*shape).astype("float32")
+    arranged = value.transpose(1, 0, 2) if transpose else value
+    expected = arranged.astype("f8").sum(axis=axes)
+    # float32 accumulation (BLAS) against float64: float32 precision
+    np.testing.assert_allclose(fn(value), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, axes", [((13, 64, 30), (1, 2)), ((13, 64, 30), (0, 2)),
+                                         ((13, 64, 30), (0,)), ((13, 64, 30), None)])
+def test_other_sums_are_left_to_theano(shape, axes):
+    x = T.tensor3()
+    fn = theano.function([x], x.sum(axis=axes))
+    ops = [type(n.op).__name__ for n in fn.maker.fgraph.toposort()]
+    assert "Sum" in ops and not any("Gemv" in op for op in ops), ops
+    value = np.random.RandomState(5).randn(*shape).astype("float32")
+    np.testing.assert_allclose(fn(value), value.astype("f8").sum(axis=axes),
+                               rtol=1e-5, atol=1e-4)

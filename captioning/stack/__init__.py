@@ -4,8 +4,8 @@ Importing this package configures and imports Theano (``theano_setup``)
 and applies the Lasagne backport (``lasagne_compat``), in that order, so it
 must be imported before ``theano`` and ``lasagne``. Then, unless
 ``CAPTION_SPEEDUPS=0`` (``theano_setup.SPEEDUPS``), it adds the speed work
-that changes Theano itself (``speed/``): graph rewrites and parallel
-compilation.
+that changes Theano itself (``speed/``): graph rewrites, parallel
+compilation and Scan's output-reuse check.
 """
 from captioning.stack.theano_setup import SPEEDUPS, configure_theano
 
@@ -23,3 +23,7 @@ if SPEEDUPS:
     from captioning.stack.speed import parallel_compile  # g++ on all cores, same modules
 
     parallel_compile.install()
+
+    from captioning.stack.speed import scan_reuse  # scan's reuse check by address, same results
+
+    scan_reuse.install()

@@ -5,9 +5,14 @@
     Theano turns into BLAS sgemv. Theano's own C reduction walks a C-ordered
     matrix column by column; for the output layer's bias gradient (a sum
     over batch*time rows of a batch*time x n_tokens matrix) it took 28 ms
-    where sgemv takes under 2 ms on the seminar's sizes. The sum is then
-    accumulated in float32 (by BLAS) instead of float64: the same value to
-    float32 precision (tests/test_speed_equivalence.py).
+    where sgemv takes under 2 ms on the seminar's sizes. The same for a sum
+    over all axes but the last of a 3-d or higher tensor, on the tensor
+    seen as a matrix (a view when it is C-contiguous): the attention
+    model's bias gradients are such sums, over (time, batch) of the gates'
+    (13 x 64 x 2048) and over (batch, regions) of the attention MLP's
+    (64 x 49 x 256). The sum is then accumulated in float32 (by BLAS)
+    instead of float64: the same value to float32 precision
+    (tests/test_speed_equivalence.py, tests/test_theano_opt.py).
 
 ``vector_xent``
     Theano's fused softmax + cross-entropy ops (forward and gradient) become
@@ -68,12 +73,14 @@ def local_sum0_to_gemv(node):
         return False
     (x,) = node.inputs
     out = node.outputs[0]
-    if (x.ndim != 2 or x.dtype != "float32" or out.dtype != "float32"
-            or op.axis is None or tuple(op.axis) != (0,)
-            or x.broadcastable[0]):
+    leading = tuple(range(x.ndim - 1))   # every axis but the last
+    if (x.ndim < 2 or x.dtype != "float32" or out.dtype != "float32"
+            or op.axis is None or tuple(sorted(op.axis)) != leading
+            or any(x.broadcastable[:-1])):
         return False
-    rows = x.shape[0]
-    ones = T.alloc(T.constant(1, dtype="float32"), rows)
+    if x.ndim > 2:
+        x = x.reshape((T.prod(x.shape[:-1]), x.shape[-1]), ndim=2)
+    ones = T.alloc(T.constant(1, dtype="float32"), x.shape[0])
     return [T.dot(ones, x)]
 
 
