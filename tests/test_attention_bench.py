@@ -62,9 +62,11 @@ def as_torch(regions, sentences):
     return torch.from_numpy(regions), torch.from_numpy(sentences).long()
 
 
-@pytest.mark.parametrize("nonlinearity", ["linear", "tanh"])
-def test_same_losses(nonlinearity):
-    model = small_model(deep_output_nonlinearity=nonlinearity, attention_penalty=0.7)
+@pytest.mark.parametrize("nonlinearity,region_units",
+                         [("linear", 0), ("tanh", 0), ("linear", 7)])
+def test_same_losses(nonlinearity, region_units):
+    model = small_model(deep_output_nonlinearity=nonlinearity, attention_penalty=0.7,
+                        region_units=region_units)
     regions, sentences = batch()
     xent, penalty = model._losses(deterministic=True)
     theano_xent, theano_penalty = theano.function(
@@ -80,9 +82,10 @@ def test_same_losses(nonlinearity):
         float(theano_xent) + 0.7 * float(theano_penalty), rel=1e-5)
 
 
-def test_same_gradients_with_clipping():
+@pytest.mark.parametrize("region_units", [0, 7])
+def test_same_gradients_with_clipping(region_units):
     # a clip small enough to bite on some gate pre-activations
-    model = small_model(grad_clipping=0.02)
+    model = small_model(grad_clipping=0.02, region_units=region_units)
     regions, sentences = batch(seed=1)
     _, objective = model.training_losses()
     params = model.params(trainable=True)
