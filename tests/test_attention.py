@@ -293,7 +293,7 @@ MD, MR = 7, 5  # region features and regions of the model's tests
 
 def tiny_model(seed=0, **hyper):
     hyper = dict(dict(embed_size=4, lstm_units=6, attention_units=3,
-                      cnn_feature_size=MD), **hyper)
+                      cnn_feature_size=MD, region_units=5), **hyper)
     model = AttentionCaptionModel(Vocabulary(WORDS), seed=seed, **hyper)
     rng = np.random.RandomState(seed + 100)
     # larger weights than the initialisers give: far-from-uniform outputs
