@@ -104,6 +104,8 @@ class AttentionCaptionModel(CaptionModel):
     """
 
     default_hyper = ATTENTION_HYPER
+    # what model directories saved before these keys existed were trained with
+    hyper_before_added = {"region_units": 0, "region_dropout_mode": "element"}
 
     # ------------------------------------------------------------ the graph
     def _build_graph(self):

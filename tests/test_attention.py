@@ -530,3 +530,25 @@ def test_backward_scan_reuses_the_forward_values():
 
     assert products(scans["scan_fn"]) == (3, 1)   # z W_ctx, h W_hid, h W_hid_att; alpha . a
     assert products(scans["grad_of_scan_fn"]) == (3, 1)
+
+
+def test_a_model_saved_before_region_units_loads_with_its_own_graph(tmp_path):
+    # model directories written before region_units / region_dropout_mode
+    # existed (e.g. session-12 models) had no region Dense and per-element
+    # dropout: loading them must not switch to today's defaults
+    import json
+    from captioning.model_dir import load_model, save_model
+    old = tiny_model(region_units=0, region_dropout_mode="element")
+    old.encoder_record = {"cnn": "efficientnet_lite0", "feature_kind": "spatial",
+                          "code_size": MD, "code_shape": [MR, MD]}
+    save_model(old, str(tmp_path))
+    config = json.loads((tmp_path / "model.json").read_text())
+    for key in ("region_units", "region_dropout_mode"):
+        del config["hyper_parameters"][key]
+    (tmp_path / "model.json").write_text(json.dumps(config))
+    loaded = load_model(str(tmp_path))
+    assert loaded.hyper["region_units"] == 0
+    assert loaded.hyper["region_dropout_mode"] == "element"
+    regions, matrix = batch(old)
+    np.testing.assert_allclose(loaded.get_probs(regions, matrix),
+                               old.get_probs(regions, matrix), rtol=1e-6)
