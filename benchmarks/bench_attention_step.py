@@ -144,9 +144,9 @@ class TorchAttentionCaptioner:
         if dropout and self.region_dropout:   # as the model's region_dropout layer
             if self.feature_dropout:
                 keep = 1 - self.region_dropout
-                mask = torch.bernoulli(torch.full(
+                kept = torch.bernoulli(torch.full(
                     (regions.shape[0], 1, regions.shape[2]), keep))
-                regions = regions * mask / keep
+                regions = regions * kept / keep
             else:
                 regions = F.dropout(regions, self.region_dropout, training=True)
         if "region_W" in p:                   # region_dense, shared by the regions

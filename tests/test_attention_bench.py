@@ -136,3 +136,18 @@ def test_same_adam_updates():
         assert moved > 1e-4, name       # three steps of ~lr = 1e-3 each
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-5,
                                    atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("mode", ["element", "feature"])
+def test_replica_trains_with_region_dropout(mode):
+    # the equivalence tests run without dropout; this runs the replica's
+    # dropout branch of each mode (a name clash once broke the feature one)
+    model = bench.build_theano(SIZE, seed=0, region_units=7, region_dropout=0.5,
+                               region_dropout_mode=mode)
+    replica = bench.TorchAttentionCaptioner(model)
+    regions, sentences = batch()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        dropped, _ = replica.losses(*as_torch(regions, sentences), dropout=True)
+        plain, _ = replica.losses(*as_torch(regions, sentences), dropout=False)
+    assert np.isfinite(dropped.item()) and dropped.item() != plain.item()
