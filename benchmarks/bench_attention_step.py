@@ -119,6 +119,8 @@ class TorchAttentionCaptioner:
         self.clip = float(hyper["grad_clipping"])
         self.dropout = float(hyper["output_dropout"])
         self.region_dropout = float(hyper.get("region_dropout", 0))
+        # "feature": one mask per (image, feature), shared by its regions
+        self.feature_dropout = hyper.get("region_dropout_mode") == "feature"
         self.deep_tanh = hyper["deep_output_nonlinearity"] == "tanh"
         self.penalty_weight = float(hyper["attention_penalty"])
         # Lasagne's adam(learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8)
@@ -140,7 +142,15 @@ class TorchAttentionCaptioner:
         words = sentences.clamp(min=0)
         x = F.embedding(words, p["embedding"])                         # (B, T, E)
         if dropout and self.region_dropout:   # as the model's region_dropout layer
-            regions = F.dropout(regions, self.region_dropout, training=True)
+            if self.feature_dropout:
+                keep = 1 - self.region_dropout
+                kept = torch.bernoulli(torch.full(
+                    (regions.shape[0], 1, regions.shape[2]), keep))
+                regions = regions * kept / keep
+            else:
+                regions = F.dropout(regions, self.region_dropout, training=True)
+        if "region_W" in p:                   # region_dense, shared by the regions
+            regions = torch.matmul(regions, p["region_W"]) + p["region_b"]
         mean = regions.mean(dim=1)
         h = torch.tanh(torch.addmm(p["hid_init_b"], mean, p["hid_init_W"]))
         c = torch.tanh(torch.addmm(p["cell_init_b"], mean, p["cell_init_W"]))
@@ -246,6 +256,8 @@ def theano_as_stacked(model):
              "b_beta": "decoder.b_beta", "out_hid_W": "out_hid.W",
              "out_hid_b": "out_hid.b", "out_context_W": "out_context.W",
              "output_W": "output.W", "output_b": "output.b"}
+    if "region_dense.W" in values:
+        names.update(region_W="region_dense.W", region_b="region_dense.b")
     out = {k: values[v] for k, v in names.items()}
     out.update(W_in=stacked("W_in_to"), W_hid=stacked("W_hid_to"),
                W_ctx=stacked("W_ctx_to"), b=stacked("b"))

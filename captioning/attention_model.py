@@ -34,7 +34,8 @@ from lasagne.layers import (DenseLayer, DimshuffleLayer, DropoutLayer,
                             get_output)
 
 from broadcast import BroadcastLayer, UnbroadcastLayer
-from captioning.attention import AttentionLSTMLayer, AttentionPart
+from captioning.attention import (AttentionLSTMLayer, AttentionPart,
+                                  FeatureDropoutLayer)
 from captioning.model import CaptionModel
 from captioning.text import PAD_ix
 
@@ -51,6 +52,15 @@ ATTENTION_HYPER = {
     # dropout on the region features (the seminar graph drops half of its
     # image code): without it the model overfit Flickr8k after 4 epochs
     "region_dropout": 0.5,
+    # "feature": one mask per image, the same features dropped in all its
+    # regions (FeatureDropoutLayer), so that the mean region is dropped as
+    # the seminar drops its image code; "element": each (region, feature)
+    # alone. Selection loss on Flickr8k: see README, "The bonus"
+    "region_dropout_mode": "feature",
+    # a Dense (linear) from the region features to this many units, shared
+    # by all regions, before the decoder sees them (fewer weights from the
+    # context to the LSTM's gates); 0 gives the decoder the CNN's features
+    "region_units": 512,
     "grad_clipping": 5.0,
     "learning_rate": 1e-3,
     # lambda of the doubly stochastic regulariser; 0 turns it off
@@ -94,6 +104,8 @@ class AttentionCaptionModel(CaptionModel):
     """
 
     default_hyper = ATTENTION_HYPER
+    # what model directories saved before these keys existed were trained with
+    hyper_before_added = {"region_units": 0, "region_dropout_mode": "element"}
 
     # ------------------------------------------------------------ the graph
     def _build_graph(self):
@@ -117,9 +129,21 @@ class AttentionCaptionModel(CaptionModel):
         if not h["train_embedding"]:
             l_embedding.params[l_embedding.W].discard("trainable")
         l_regions = InputLayer((None, None, D), self.regions, name="regions")
+        if h["region_dropout_mode"] not in ("element", "feature"):
+            raise ValueError("region_dropout_mode must be 'element' or "
+                             "'feature', got %r" % (h["region_dropout_mode"],))
         if h["region_dropout"]:
-            l_regions = DropoutLayer(l_regions, p=h["region_dropout"],
-                                     name="region_dropout")
+            dropout = (FeatureDropoutLayer if h["region_dropout_mode"] == "feature"
+                       else DropoutLayer)
+            l_regions = dropout(l_regions, p=h["region_dropout"],
+                                name="region_dropout")
+        if h["region_units"]:
+            # one row per (image, region), the seminar's way to apply a Dense
+            l_rows = BroadcastLayer(l_regions, (0, 1), name="region_rows")
+            l_regions = UnbroadcastLayer(
+                DenseLayer(l_rows, h["region_units"], nonlinearity=None,
+                           name="region_dense"),
+                broadcast_layer=l_rows, name="decoder_regions")
         # GlobalPoolLayer means over the trailing axis: put the regions last
         l_mean = GlobalPoolLayer(DimshuffleLayer(l_regions, (0, 2, 1)),
                                  name="mean_region")
@@ -189,31 +213,33 @@ class AttentionCaptionModel(CaptionModel):
     def compile_step(self):
         """Compile (once) the one-tick decoder; returns ``init_state, step``.
 
-        ``init_state(regions) -> (cell, hid, projected)``: the state before
-        the first word and the regions' attention projection, computed once
-        per image. ``step(prev_words, cell, hid, regions, projected) ->
-        (log_probs, cell, hid, alpha)``: one word per row in, the next
-        word's log-probabilities, the new state and where the tick looked
-        (alpha, (rows, n_regions)). Row r of ``regions``/``projected`` must
-        be the image of row r of the state: for beam search repeat them
-        once per beam (a beam never changes image, so they are never
-        reordered).
+        ``init_state(regions) -> (cell, hid, decoder_regions, projected)``:
+        the state before the first word, the regions as the decoder sees
+        them (after ``region_dense``, if any) and their attention
+        projection, computed once per image. ``step(prev_words, cell, hid,
+        decoder_regions, projected) -> (log_probs, cell, hid, alpha)``: one
+        word per row in, the next word's log-probabilities, the new state
+        and where the tick looked (alpha, (rows, n_regions)). Row r of
+        ``decoder_regions``/``projected`` must be the image of row r of the
+        state: for beam search repeat them once per beam (a beam never
+        changes image, so they are never reordered).
         """
         if self._step_fns is not None:
             return self._step_fns
         decoder = self.layers["decoder"]
-        cell0, hid0 = get_output([self.layers["cell_init"],
-                                  self.layers["hid_init"]], deterministic=True)
+        cell0, hid0, seen = get_output(
+            [self.layers["cell_init"], self.layers["hid_init"],
+             decoder.input_layers[1]], deterministic=True)
         init_state = theano.function(
-            [self.regions], [cell0, hid0, decoder.project_regions(self.regions)],
+            [self.regions], [cell0, hid0, seen, decoder.project_regions(seen)],
             name="init_state")
 
         prev_words = T.ivector("prev_words")
         cell_prev, hid_prev = T.matrix("cell"), T.matrix("hid")
-        projected = T.tensor3("projected")
+        seen, projected = T.tensor3("decoder_regions"), T.tensor3("projected")
         embedded = self.layers["embedding"].get_output_for(prev_words)
         cell, hid, alpha, context = decoder.step(embedded, cell_prev, hid_prev,
-                                                 self.regions, projected)
+                                                 seen, projected)
         deep = (embedded + self.layers["out_hid"].get_output_for(hid)
                 + self.layers["out_context"].get_output_for(context))
         if "deep_output_tanh" in self.layers:
@@ -221,7 +247,7 @@ class AttentionCaptionModel(CaptionModel):
         output = self.layers["output"]
         log_probs = T.nnet.logsoftmax(T.dot(deep, output.W) + output.b)
         step = theano.function(
-            [prev_words, cell_prev, hid_prev, self.regions, projected],
+            [prev_words, cell_prev, hid_prev, seen, projected],
             [log_probs, cell, hid, alpha], name="decode_step")
         self._step_fns = (init_state, step)
         return self._step_fns

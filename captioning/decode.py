@@ -29,9 +29,10 @@ class _Decoder:
         init_state, self._step = model.compile_step()
         prepared = model.prepare_codes(codes)
         first = init_state(prepared)
-        self.attends = len(first) == 3      # (cell, hid, projected regions)
+        # attention: (cell, hid, the decoder's regions, their projection)
+        self.attends = len(first) == 4
         self.state = list(first[:2])
-        self.fixed = [prepared, first[2]] if self.attends else []
+        self.fixed = list(first[2:])
         self.banned = [model.vocab.start_ix] + (
             [] if allow_unk else [model.vocab.unk_ix])
 

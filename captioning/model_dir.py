@@ -141,7 +141,12 @@ def load_model(model_dir):
     config = read_config(model_dir)
     try:
         vocab = Vocabulary(config["vocabulary"])
-        model = ARCHS[config["arch"]](vocab, **config["hyper_parameters"])
+        model_class = ARCHS[config["arch"]]
+        # a hyper-parameter added after the model was saved: the value that
+        # gives the graph it was trained with, not today's default
+        hyper = dict(getattr(model_class, "hyper_before_added", {}),
+                     **config["hyper_parameters"])
+        model = model_class(vocab, **hyper)
     except (TypeError, ValueError) as error:
         raise ModelFileError("%s: %s" % (os.path.join(model_dir, CONFIG_FILE),
                                          error))

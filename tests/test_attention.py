@@ -293,7 +293,7 @@ MD, MR = 7, 5  # region features and regions of the model's tests
 
 def tiny_model(seed=0, **hyper):
     hyper = dict(dict(embed_size=4, lstm_units=6, attention_units=3,
-                      cnn_feature_size=MD), **hyper)
+                      cnn_feature_size=MD, region_units=5), **hyper)
     model = AttentionCaptionModel(Vocabulary(WORDS), seed=seed, **hyper)
     rng = np.random.RandomState(seed + 100)
     # larger weights than the initialisers give: far-from-uniform outputs
@@ -326,6 +326,8 @@ def numpy_model(model, regions, matrix):
     mask = (matrix != -1).astype(np.float64)
     x = p["embedding.W"][words]
     a = regions.astype(np.float64)
+    if "region_dense.W" in p:   # the decoder sees the regions through it
+        a = a @ p["region_dense.W"] + p["region_dense.b"]
     h, z, alpha = numpy_attention_lstm(
         layer, x, a, mask, mean_init(p["hid_init.W"], p["hid_init.b"], a),
         mean_init(p["cell_init.W"], p["cell_init.b"], a), peepholes=False)
@@ -343,10 +345,12 @@ def numpy_model(model, regions, matrix):
     return xent, penalty, probs
 
 
-@pytest.mark.parametrize("nonlinearity", ["linear", "tanh"])
-def test_model_loss_and_regulariser_match_numpy(nonlinearity):
+@pytest.mark.parametrize("nonlinearity,region_units",
+                         [("linear", 0), ("tanh", 0), ("linear", 5)])
+def test_model_loss_and_regulariser_match_numpy(nonlinearity, region_units):
     model = tiny_model(output_dropout=0, region_dropout=0, attention_penalty=0.7,
-                       deep_output_nonlinearity=nonlinearity)
+                       deep_output_nonlinearity=nonlinearity,
+                       region_units=region_units)
     regions, matrix = batch(model)
     xent, penalty, probs = numpy_model(model, regions, matrix)
     assert penalty > 0.1  # the regulariser is not negligible here
@@ -365,8 +369,9 @@ def test_model_loss_and_regulariser_match_numpy(nonlinearity):
                                atol=1e-6)
 
 
-def test_decoder_step_equals_the_full_graph():
-    model = tiny_model(seed=1)
+@pytest.mark.parametrize("region_units", [0, 5])
+def test_decoder_step_equals_the_full_graph(region_units):
+    model = tiny_model(seed=1, region_units=region_units)
     regions, matrix = batch(model, seed=1)
     matrix = sentences(model, "w0 w1 w2", "w3 w4 w5", "w6 w7 w0")  # no PAD
     full = model.get_probs(regions, matrix)
@@ -375,17 +380,18 @@ def test_decoder_step_equals_the_full_graph():
         get_output(model.layers["attention"], deterministic=True))(
             regions, matrix)
     init_state, step = model.compile_step()
-    cell, hid, projected = init_state(regions)
+    cell, hid, seen, projected = init_state(regions)
+    assert seen.shape == (len(regions), MR, region_units or MD)
     for t in range(matrix.shape[1]):
-        log_probs, cell, hid, alpha = step(matrix[:, t], cell, hid, regions,
+        log_probs, cell, hid, alpha = step(matrix[:, t], cell, hid, seen,
                                            projected)
         np.testing.assert_allclose(np.exp(log_probs), full[:, t], atol=2e-6,
                                    err_msg="tick %d" % t)
         np.testing.assert_allclose(alpha, alpha_full[:, t], atol=2e-6)
     # and a beam's rows: images repeated, state rows in any order
     order = [2, 0, 0, 1]
-    cell, hid, projected = init_state(regions)
-    lp, *_ = step(matrix[order, 0], cell[order], hid[order], regions[order],
+    cell, hid, seen, projected = init_state(regions)
+    lp, *_ = step(matrix[order, 0], cell[order], hid[order], seen[order],
                   projected[order])
     np.testing.assert_allclose(np.exp(lp), full[order, 0], atol=2e-6)
     assert_float32(model.compile_step())
@@ -478,6 +484,32 @@ def test_region_dropout_acts_in_training_only():
     assert "region_dropout" in with_dropout.layers and "region_dropout" not in without.layers
 
 
+def test_feature_dropout_drops_the_same_features_in_every_region():
+    from lasagne.layers import InputLayer, get_output
+    from captioning.attention import FeatureDropoutLayer
+    x = T.tensor3("x")
+    layer = FeatureDropoutLayer(InputLayer((None, None, 300), x), p=0.25)
+    train = theano.function([x], get_output(layer))
+    test = theano.function([x], get_output(layer, deterministic=True))
+    a = np.random.RandomState(0).rand(8, 49, 300).astype("float32") + 1  # no zeros
+    out = train(a)
+    kept = out != 0
+    # one mask per (image, feature): a feature is kept in all regions or none
+    assert (kept == kept[:, :1, :]).all()
+    np.testing.assert_allclose(out[kept], (a / 0.75)[kept], rtol=1e-6)
+    assert abs(1 - kept[:, 0, :].mean() - 0.25) < 0.03   # 2,400 draws
+    assert not np.array_equal(kept[0, 0], kept[1, 0])   # images differ
+    np.testing.assert_array_equal(test(a), a)
+
+
+def test_feature_region_dropout_in_the_model():
+    model = tiny_model(output_dropout=0, region_dropout=0.5,
+                       region_dropout_mode="feature")
+    assert type(model.layers["region_dropout"]).__name__ == "FeatureDropoutLayer"
+    with pytest.raises(ValueError, match="region_dropout_mode"):
+        tiny_model(region_dropout_mode="channel")
+
+
 def test_backward_scan_reuses_the_forward_values():
     # Speed, not maths: the forward scan returns the gates' pre-activations,
     # alpha . a and the attention MLP's tanh, so the gradient's scan computes
@@ -498,3 +530,25 @@ def test_backward_scan_reuses_the_forward_values():
 
     assert products(scans["scan_fn"]) == (3, 1)   # z W_ctx, h W_hid, h W_hid_att; alpha . a
     assert products(scans["grad_of_scan_fn"]) == (3, 1)
+
+
+def test_a_model_saved_before_region_units_loads_with_its_own_graph(tmp_path):
+    # model directories written before region_units / region_dropout_mode
+    # existed (e.g. session-12 models) had no region Dense and per-element
+    # dropout: loading them must not switch to today's defaults
+    import json
+    from captioning.model_dir import load_model, save_model
+    old = tiny_model(region_units=0, region_dropout_mode="element")
+    old.encoder_record = {"cnn": "efficientnet_lite0", "feature_kind": "spatial",
+                          "code_size": MD, "code_shape": [MR, MD]}
+    save_model(old, str(tmp_path))
+    config = json.loads((tmp_path / "model.json").read_text())
+    for key in ("region_units", "region_dropout_mode"):
+        del config["hyper_parameters"][key]
+    (tmp_path / "model.json").write_text(json.dumps(config))
+    loaded = load_model(str(tmp_path))
+    assert loaded.hyper["region_units"] == 0
+    assert loaded.hyper["region_dropout_mode"] == "element"
+    regions, matrix = batch(old)
+    np.testing.assert_allclose(loaded.get_probs(regions, matrix),
+                               old.get_probs(regions, matrix), rtol=1e-6)

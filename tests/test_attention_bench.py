@@ -41,6 +41,7 @@ bench = bench_module()
 def small_model(**hyper):
     """A small model with weights large enough that every part matters
     (attention far from uniform, beta away from 0.5)."""
+    hyper = dict(dict(region_units=7), **hyper)   # the default's 512 would dwarf SIZE
     model = bench.build_theano(SIZE, seed=0, output_dropout=0, region_dropout=0, **hyper)
     rng = np.random.RandomState(1)
     for param in model.params():
@@ -62,9 +63,11 @@ def as_torch(regions, sentences):
     return torch.from_numpy(regions), torch.from_numpy(sentences).long()
 
 
-@pytest.mark.parametrize("nonlinearity", ["linear", "tanh"])
-def test_same_losses(nonlinearity):
-    model = small_model(deep_output_nonlinearity=nonlinearity, attention_penalty=0.7)
+@pytest.mark.parametrize("nonlinearity,region_units",
+                         [("linear", 0), ("tanh", 0), ("linear", 7)])
+def test_same_losses(nonlinearity, region_units):
+    model = small_model(deep_output_nonlinearity=nonlinearity, attention_penalty=0.7,
+                        region_units=region_units)
     regions, sentences = batch()
     xent, penalty = model._losses(deterministic=True)
     theano_xent, theano_penalty = theano.function(
@@ -80,9 +83,10 @@ def test_same_losses(nonlinearity):
         float(theano_xent) + 0.7 * float(theano_penalty), rel=1e-5)
 
 
-def test_same_gradients_with_clipping():
+@pytest.mark.parametrize("region_units", [0, 7])
+def test_same_gradients_with_clipping(region_units):
     # a clip small enough to bite on some gate pre-activations
-    model = small_model(grad_clipping=0.02)
+    model = small_model(grad_clipping=0.02, region_units=region_units)
     regions, sentences = batch(seed=1)
     _, objective = model.training_losses()
     params = model.params(trainable=True)
@@ -132,3 +136,18 @@ def test_same_adam_updates():
         assert moved > 1e-4, name       # three steps of ~lr = 1e-3 each
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-5,
                                    atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("mode", ["element", "feature"])
+def test_replica_trains_with_region_dropout(mode):
+    # the equivalence tests run without dropout; this runs the replica's
+    # dropout branch of each mode (a name clash once broke the feature one)
+    model = bench.build_theano(SIZE, seed=0, region_units=7, region_dropout=0.5,
+                               region_dropout_mode=mode)
+    replica = bench.TorchAttentionCaptioner(model)
+    regions, sentences = batch()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        dropped, _ = replica.losses(*as_torch(regions, sentences), dropout=True)
+        plain, _ = replica.losses(*as_torch(regions, sentences), dropout=False)
+    assert np.isfinite(dropped.item()) and dropped.item() != plain.item()
