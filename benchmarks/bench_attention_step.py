@@ -71,17 +71,22 @@ def make_batches(size, n, seed=0):
     return batches
 
 
-def matmul_flops(size):
+def matmul_flops(size, region_units=0):
     """Matmul FLOPs of one train step (2 per multiply-add, elementwise work
     not counted): the forward products, and in the backward pass two
     products for each (the weight's gradient and the input's), or one where
-    the input is the regions, which need no gradient (a W_att, the mean
-    region's two Dense layers, alpha . a)."""
+    the input is the CNN's regions, which need no gradient. With
+    ``region_units`` P the regions first pass a D x P Dense (one backward
+    product) and the decoder sees P features per region, whose products
+    (a W_att, the mean region's two Dense layers, alpha . a) then need both."""
     B, T, V, E, H, A, R, D = (size[k] for k in "BTVEHARD")
-    full = (T * (B * H * A + B * D * 4 * H + B * H * 4 * H)   # h W_hid_att, z W_ctx, h W_hid
-            + B * T * (E * 4 * H + H * E + D * E + E * V))      # x W_in, deep output, L_o
-    regions_only = B * R * D * A + 2 * B * D * H + T * B * R * D
-    return 2 * (3 * full + 2 * regions_only)
+    P = region_units or D
+    full = (T * (B * H * A + B * P * 4 * H + B * H * 4 * H)   # h W_hid_att, z W_ctx, h W_hid
+            + B * T * (E * 4 * H + H * E + P * E + E * V))      # x W_in, deep output, L_o
+    on_regions = B * R * P * A + 2 * B * P * H + T * B * R * P
+    if region_units:
+        return 2 * (3 * (full + on_regions) + 2 * B * R * D * P)
+    return 2 * (3 * full + 2 * on_regions)
 
 
 # ---------------------------------------------------------------- Theano
@@ -315,6 +320,9 @@ def main(argv=None):
         print(line)
 
     model = build_theano(size)
+    print("regions through a Dense of %d units (region_units; 0: none), region dropout %s per %s"
+          % (model.hyper["region_units"], model.hyper["region_dropout"],
+             model.hyper["region_dropout_mode"]))
     start = time.perf_counter()
     theano_step, val_step = model.compile_train()
     print("compile of train_step + val_step in this process: %.1f s"
@@ -355,7 +363,7 @@ def main(argv=None):
     cpu = []
     times = interleaved_times(steps, args.repeats, args.block, cpu_times=cpu)
 
-    flops = matmul_flops(size)
+    flops = matmul_flops(size, model.hyper["region_units"])
     n_steps = math.ceil(EPOCH_CAPTIONS / size["B"])
     print()
     print("matmul FLOPs per train step (fwd+bwd): %.1f GFLOP" % (flops / 1e9))
