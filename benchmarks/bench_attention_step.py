@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_train_step import blas_report, cpu_model, interleaved_times  # noqa: E402
+from bench_train_step import (blas_report, cpu_model, interleaved_times,  # noqa: E402
+                              load_torch)
 
 SIZE = dict(V=2420, E=256, H=512, A=256, R=49, D=1280, B=64, T=13)
 EPOCH_CAPTIONS = 27500   # Flickr8k's train split less the 500 selection photos, 5 each
@@ -330,28 +331,21 @@ def main(argv=None):
 
     batches = make_batches(size, 3)
     torch_step = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            print("torch is not installed: `make bench` installs it "
-                  "(requirements-bench.txt); PyTorch side skipped")
-        else:
-            if threads:
-                torch.set_num_threads(threads)
-            torch.manual_seed(0)
-            torch_batches = [(torch.from_numpy(r), torch.from_numpy(s).long())
-                             for r, s in batches]
-            replica = TorchAttentionCaptioner(model)
-            # same weights, dropout off: the same loss (float32 sums)
-            with torch.no_grad():
-                torch_loss = replica.losses(*torch_batches[0], dropout=False)[0].item()
-            theano_loss = float(val_step(*batches[0]))
-            print("same model: loss on one batch, dropout off: Theano %.6f, PyTorch %.6f "
-                  "(relative difference %.1e)" % (theano_loss, torch_loss,
-                                                  abs(theano_loss / torch_loss - 1)))
-            torch_step = replica.train_step
-            print("PyTorch %s, %d threads" % (torch.__version__, torch.get_num_threads()))
+    torch = None if args.no_torch else load_torch(threads)
+    if torch:
+        torch.manual_seed(0)
+        torch_batches = [(torch.from_numpy(r), torch.from_numpy(s).long())
+                         for r, s in batches]
+        replica = TorchAttentionCaptioner(model)
+        # same weights, dropout off: the same loss (float32 sums)
+        with torch.no_grad():
+            torch_loss = replica.losses(*torch_batches[0], dropout=False)[0].item()
+        theano_loss = float(val_step(*batches[0]))
+        print("same model: loss on one batch, dropout off: Theano %.6f, PyTorch %.6f "
+              "(relative difference %.1e)" % (theano_loss, torch_loss,
+                                              abs(theano_loss / torch_loss - 1)))
+        torch_step = replica.train_step
+        print("PyTorch %s, %d threads" % (torch.__version__, torch.get_num_threads()))
     print("BLAS threads: %s" % (threads or "the libraries' default"))
 
     steps = [(theano_step, batches)]

@@ -251,6 +251,20 @@ def build_torch(size, seed=0):
 
 
 # ---------------------------------------------------------------- timing
+def load_torch(threads=None):
+    """PyTorch with ``threads`` threads (if given), or None, said in one
+    line, when it is not installed (`make bench` installs it)."""
+    try:
+        import torch
+    except ImportError:
+        print("torch is not installed: `make bench` installs it "
+              "(requirements-bench.txt); PyTorch side skipped")
+        return None
+    if threads:
+        torch.set_num_threads(threads)
+    return torch
+
+
 def interleaved_times(steps, repeats, block, cpu_times=None):
     """Seconds of ``repeats`` calls of each ``(step, batches)`` of ``steps``.
 
@@ -369,19 +383,12 @@ def main(argv=None):
     n_targets = [int((s[:, 1:] != -1).sum()) for _, s in batches]
     theano_step = model.train_step
     torch_step = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            print("torch is not installed: `make bench` installs it "
-                  "(requirements-bench.txt); PyTorch side skipped")
-        else:
-            torch_batches = [(torch.from_numpy(c), torch.from_numpy(s).long())
-                             for c, s in batches]
-            if args.threads:
-                torch.set_num_threads(args.threads)
-            torch_step = build_torch(size)
-            print("PyTorch %s, %d threads" % (torch.__version__, torch.get_num_threads()))
+    torch = None if args.no_torch else load_torch(args.threads)
+    if torch:
+        torch_batches = [(torch.from_numpy(c), torch.from_numpy(s).long())
+                         for c, s in batches]
+        torch_step = build_torch(size)
+        print("PyTorch %s, %d threads" % (torch.__version__, torch.get_num_threads()))
 
     for i in range(args.warmup):
         theano_step(*batches[i % len(batches)])
