@@ -32,13 +32,15 @@ from lasagne import init, nonlinearities
 from lasagne.layers import Layer, MergeLayer
 from lasagne.layers.recurrent import Gate
 from lasagne.random import get_rng
+from theano.gradient import disconnected_grad
 from theano.sandbox.rng_mrg import MRG_RandomStreams
 
 from captioning.stack.lasagne_compat.lstm import (GATES, add_init_incomings,
                                             gate_preactivations, initial_state,
                                             lstm_gates, stacked_weights)
 
-__all__ = ["AttentionLSTMLayer", "AttentionPart", "FeatureDropoutLayer"]
+__all__ = ["AttentionLSTMLayer", "AttentionPart", "FeatureDropoutLayer",
+           "regions_gradient"]
 
 
 class FeatureDropoutLayer(Layer):
@@ -231,9 +233,10 @@ class AttentionLSTMLayer(MergeLayer):
                 self.W_cell_to_outgate]
 
     def _tick(self, x_t, c_prev, h_prev, regions, projected, W_hid, W_ctx,
-              W_hid_att, w_att, w_beta, b_beta, *peepholes):
+              W_hid_att, w_att, w_beta, b_beta, *peepholes, probe_t=None):
         """One tick; ``x_t`` is the word part ``x W_in + b`` (batch, 4H).
         The weights come as arguments, so that scan (strict) sees them.
+        ``probe_t`` (batch, region_size), zeros: see :meth:`get_output_for`.
 
         Returns ``c, h, alpha, z`` and what the backward pass needs (see
         :meth:`get_output_for`): the gates' pre-activations (batch, 4H), the
@@ -249,7 +252,10 @@ class AttentionLSTMLayer(MergeLayer):
         alpha = T.nnet.softmax(T.dot(hidden, w_att).reshape(
             (summed.shape[0], summed.shape[1])))  # (batch, regions)
         beta = T.nnet.sigmoid(T.dot(h_prev, w_beta) + b_beta)  # (batch,)
-        attended = T.batched_dot(alpha, regions)
+        if probe_t is None:
+            attended = T.batched_dot(alpha, regions)
+        else:  # the regions' gradient on this path leaves through the probe
+            attended = T.batched_dot(alpha, disconnected_grad(regions)) + probe_t
         z = beta.dimshuffle(0, "x") * attended
         pre = gate_preactivations(self, x_t + T.dot(z, W_ctx), h_prev, W_hid,
                                   None, None)
@@ -285,7 +291,7 @@ class AttentionLSTMLayer(MergeLayer):
                           projected, *self._tick_weights())[:4]
 
     # ---------------------------------------------------------------- the scan
-    def get_output_for(self, inputs, **kwargs):
+    def get_output_for(self, inputs, context_probe=None, **kwargs):
         """``[h_t, z_t, alpha_t]`` per tick, ``(batch, time, H + D + R)``.
 
         Parameters
@@ -295,6 +301,15 @@ class AttentionLSTMLayer(MergeLayer):
             n_regions, region_size), then the mask (batch, time) if
             `mask_input` was given, then the outputs of the `hid_init` and
             `cell_init` layers, if any (in that order).
+        context_probe : TensorVariable (time, batch, region_size), optional
+            Zeros, added to each tick's attended regions ``alpha_t . a``.
+            With it the gradient of the regions through ``alpha_t . a``
+            stops inside the scan, and ``grad(cost, context_probe)[t]`` is
+            the gradient of ``alpha_t . a``; :func:`regions_gradient` turns
+            it into the missing part of the regions' gradient (same value,
+            but one batched product after the scan instead of a
+            (batch, regions, features) sum inside the backward scan at every
+            tick). Only for gradients: the outputs are unchanged.
         """
         W_in, _, b = stacked_weights(self)
         x = T.dot(inputs[0].dimshuffle(1, 0, 2), W_in) + b  # (time, batch, 4H)
@@ -304,6 +319,9 @@ class AttentionLSTMLayer(MergeLayer):
         if masked:
             sequences.append(inputs[self.mask_incoming_index]
                              .T.dimshuffle(0, 1, "x"))
+        probing = context_probe is not None
+        if probing:
+            sequences.append(context_probe)
         outputs_info = [initial_state(self, "cell_init", inputs, x),
                         initial_state(self, "hid_init", inputs, x)] + [None] * 5
         non_sequences = [regions, self.project_regions(regions)] + \
@@ -312,9 +330,12 @@ class AttentionLSTMLayer(MergeLayer):
         def scan_step(x_t, *args):
             if masked:
                 m_t, args = args[0], args[1:]
+            probe_t = None
+            if probing:
+                probe_t, args = args[0], args[1:]
             c_prev, h_prev = args[:2]
             c, h, alpha, z, pre, attended, hidden = self._tick(
-                x_t, c_prev, h_prev, *args[2:])
+                x_t, c_prev, h_prev, *args[2:], probe_t=probe_t)
             if masked:  # padded ticks keep the previous state
                 c = T.switch(m_t, c, c_prev)
                 h = T.switch(m_t, h, h_prev)
@@ -365,3 +386,14 @@ class AttentionPart(Layer):
 
     def get_output_for(self, input, **kwargs):
         return input[:, :, self.slice]
+
+
+def regions_gradient(alphas, probe_gradient):
+    """The regions' gradient through the attended context, sum over ticks
+    of ``alpha_t^T g_t``: ``alphas`` (batch, time, n_regions) as
+    :class:`AttentionPart` ``"attention"`` gives them, ``probe_gradient``
+    (time, batch, region_size) the gradient of a ``context_probe``
+    (:meth:`AttentionLSTMLayer.get_output_for`). (batch, n_regions,
+    region_size), to add to the gradient the regions get otherwise."""
+    return T.batched_dot(alphas.dimshuffle(0, 2, 1),
+                         probe_gradient.dimshuffle(1, 0, 2))

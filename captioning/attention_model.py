@@ -31,12 +31,13 @@ from lasagne import nonlinearities
 from lasagne.layers import (DenseLayer, DimshuffleLayer, DropoutLayer,
                             ElemwiseSumLayer, EmbeddingLayer, GlobalPoolLayer,
                             InputLayer, NonlinearityLayer, get_all_layers,
-                            get_output)
+                            get_all_params, get_output)
 
 from broadcast import BroadcastLayer, UnbroadcastLayer
 from captioning.attention import (AttentionLSTMLayer, AttentionPart,
-                                  FeatureDropoutLayer)
+                                  FeatureDropoutLayer, regions_gradient)
 from captioning.model import CaptionModel
+from captioning.stack.theano_setup import SPEEDUPS
 from captioning.text import PAD_ix
 
 __all__ = ["ATTENTION_HYPER", "AttentionCaptionModel"]
@@ -104,6 +105,9 @@ class AttentionCaptionModel(CaptionModel):
     """
 
     default_hyper = ATTENTION_HYPER
+    # the regions' gradient through the context summed after the scan
+    # (training_gradients); CAPTION_SPEEDUPS=0: inside it, Theano's way
+    probe_context_gradient = SPEEDUPS
     # what model directories saved before these keys existed were trained with
     hyper_before_added = {"region_units": 0, "region_dropout_mode": "element"}
 
@@ -189,14 +193,20 @@ class AttentionCaptionModel(CaptionModel):
     def _losses(self, deterministic):
         """``(cross-entropy, attention penalty)``, each per target word,
         from one pass through the graph (one dropout draw)."""
-        probs, alpha = get_output(
-            [self.layers["output"], self.layers["attention"]],
-            deterministic=deterministic)
+        return self._graph_losses(deterministic)[:2]
+
+    def _graph_losses(self, deterministic, context_probe=None):
+        """``_losses`` and the attention (batch, time, regions) and regions
+        the decoder saw, of the same pass."""
+        probs, alpha, seen = get_output(
+            [self.layers["output"], self.layers["attention"],
+             self.layers["decoder"].input_layers[1]],
+            deterministic=deterministic, context_probe=context_probe)
         loss, output_mask = self._rows_loss(probs)
         # each region's attention summed over the ticks that predict a word
         coverage = (alpha * output_mask.dimshuffle(0, 1, "x")).sum(axis=1)
         penalty = T.sqr(1 - coverage).sum() / output_mask.sum()
-        return loss, penalty
+        return loss, penalty, alpha, seen
 
     def loss(self, deterministic):
         """Mean cross-entropy of the next word over the non-PAD targets."""
@@ -206,8 +216,37 @@ class AttentionCaptionModel(CaptionModel):
         """The cross-entropy (reported) and it plus lambda * the penalty
         (minimised)."""
         loss, penalty = self._losses(deterministic=False)
-        weight = np.float32(self.hyper["attention_penalty"])
-        return loss, loss + weight * penalty
+        return loss, self._objective(loss, penalty)
+
+    def _objective(self, loss, penalty):
+        return loss + np.float32(self.hyper["attention_penalty"]) * penalty
+
+    def training_gradients(self, weights):
+        """``(reported loss, gradients of the objective)`` (CaptionModel's).
+
+        Speed, same maths: when weights lie below the decoder (the
+        ``region_dense``), the regions' gradient through each tick's
+        attended context is taken out of the scan with a context probe and
+        summed over the ticks by one batched product
+        (:func:`captioning.attention.regions_gradient`); inside the backward
+        scan it was a (batch, regions, region_units) sum at every tick.
+        """
+        decoder = self.layers["decoder"]
+        below = set(get_all_params(decoder.input_layers[1], trainable=True))
+        if not (self.probe_context_gradient and below.intersection(weights)):
+            return super().training_gradients(weights)
+        probe = T.zeros((self.sentences.shape[1], self.sentences.shape[0],
+                         decoder.region_size))
+        loss, penalty, alpha, seen = self._graph_losses(False, probe)
+        objective = self._objective(loss, penalty)
+        above = [w for w in weights if w not in below]
+        grads = theano.grad(objective, above + [probe, seen])
+        grad_seen = grads[-1] + regions_gradient(alpha, grads[-2])
+        lower = [w for w in weights if w in below]
+        by_weight = dict(zip(above, grads[:-2]))
+        by_weight.update(zip(lower, theano.grad(
+            None, lower, known_grads={seen: grad_seen})))
+        return loss, [by_weight[w] for w in weights]
 
     # ------------------------------------------------------------ decoding
     def compile_step(self):

@@ -281,14 +281,20 @@ class CaptionModel:
         loss = self.loss(deterministic=False)
         return loss, loss
 
+    def training_gradients(self, weights):
+        """``(reported loss, gradients of the objective)``, one gradient per
+        variable of ``weights``, from one pass through the graph."""
+        reported, objective = self.training_losses()
+        return reported, theano.grad(objective, weights)
+
     def compile_train(self):
         """Compile (once) and return ``train_step, val_step``."""
         if self._train_fns is None:
             weights = self.params(trainable=True)
             self.learning_rate = theano.shared(
                 np.float32(self.hyper["learning_rate"]), name="learning_rate")
-            train_loss, objective = self.training_losses()
-            self.updates = lasagne.updates.adam(objective, weights,
+            train_loss, gradients = self.training_gradients(weights)
+            self.updates = lasagne.updates.adam(gradients, weights,
                                                 learning_rate=self.learning_rate)
             inputs = [self.image_vectors, self.sentences]
             mode = self.train_mode()

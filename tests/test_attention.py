@@ -369,6 +369,48 @@ def test_model_loss_and_regulariser_match_numpy(nonlinearity, region_units):
                                atol=1e-6)
 
 
+class _Replaced:
+    """A model for ``numpy_model`` with one weight replaced (float64)."""
+
+    def __init__(self, model, name, value):
+        self.hyper, self.values = model.hyper, model.get_param_values()
+        self.values[name] = value
+
+    def get_param_values(self):
+        return self.values
+
+
+@pytest.mark.parametrize("probe", [True, False])
+def test_training_gradients_match_central_differences(probe, monkeypatch):
+    # The gradients Adam gets (training_gradients), against central
+    # differences of the numpy model's objective: all weights with the
+    # region Dense below the decoder, whose gradient through the attended
+    # context is summed after the scan (probe, the default) or inside it.
+    monkeypatch.setattr(AttentionCaptionModel, "probe_context_gradient", probe)
+    model = tiny_model(output_dropout=0, region_dropout=0, attention_penalty=0.7)
+    regions, matrix = batch(model)
+    weights = model.params(trainable=True)
+    _, grads = model.training_gradients(weights)
+    grads = theano.function([model.regions, model.sentences], grads,
+                            mode=PY)(regions, matrix)
+    names = {q: n for n, q in model.named_params().items()}
+    values = model.get_param_values()
+    assert "region_dense.W" in values
+    for param, grad in zip(weights, grads):
+        name = names[param]
+
+        def objective(v):
+            xent, penalty, _ = numpy_model(_Replaced(model, name, v), regions,
+                                           matrix)
+            return xent + 0.7 * penalty
+
+        expected = numeric_grad(objective, np.asarray(values[name], np.float64))
+        scale = np.abs(expected).max()
+        assert scale > 1e-3, name   # every weight matters
+        np.testing.assert_allclose(grad, expected, rtol=1e-3, atol=1e-4 * scale,
+                                   err_msg=name)
+
+
 @pytest.mark.parametrize("region_units", [0, 5])
 def test_decoder_step_equals_the_full_graph(region_units):
     model = tiny_model(seed=1, region_units=region_units)
