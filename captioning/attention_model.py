@@ -232,6 +232,7 @@ class AttentionCaptionModel(CaptionModel):
         scan it was a (batch, regions, region_units) sum at every tick.
         """
         decoder = self.layers["decoder"]
+        # the weights between the regions input and the decoder's regions
         below = set(get_all_params(decoder.input_layers[1], trainable=True))
         if not (self.probe_context_gradient and below.intersection(weights)):
             return super().training_gradients(weights)
@@ -239,13 +240,14 @@ class AttentionCaptionModel(CaptionModel):
                          decoder.region_size))
         loss, penalty, alpha, seen = self._graph_losses(False, probe)
         objective = self._objective(loss, penalty)
-        above = [w for w in weights if w not in below]
-        grads = theano.grad(objective, above + [probe, seen])
+        decoder_side = [w for w in weights if w not in below]
+        region_side = [w for w in weights if w in below]
+        grads = theano.grad(objective, decoder_side + [probe, seen])
+        # seen's gradient from the mean region and a W_att, plus the context's
         grad_seen = grads[-1] + regions_gradient(alpha, grads[-2])
-        lower = [w for w in weights if w in below]
-        by_weight = dict(zip(above, grads[:-2]))
-        by_weight.update(zip(lower, theano.grad(
-            None, lower, known_grads={seen: grad_seen})))
+        by_weight = dict(zip(decoder_side, grads[:-2]))
+        by_weight.update(zip(region_side, theano.grad(
+            None, region_side, known_grads={seen: grad_seen})))
         return loss, [by_weight[w] for w in weights]
 
     # ------------------------------------------------------------ decoding
