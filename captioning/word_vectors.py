@@ -205,8 +205,8 @@ def embedding_matrix(vocabulary, vectors, size=None, rng=None):
     if size < vectors.dim:
         raise WordVectorsError(
             "the embedding size %d is smaller than the %d-d %s vectors: use "
-            "an embedding size of at least %d" % (size, vectors.dim,
-                                                  vectors.name, vectors.dim))
+            "an embedding size of at least %d, or no word vectors"
+            % (size, vectors.dim, vectors.name, vectors.dim))
     rng = np.random.RandomState(0) if rng is None else rng
     rows = [i for i, w in enumerate(vocabulary.words)
             if w not in SPECIALS and w in vectors]

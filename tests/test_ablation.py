@@ -57,11 +57,12 @@ def test_the_rows_train_options_are_caption_train_options():
     train.register(parser.add_subparsers())
     parsed = [parser.parse_args(["train", "--flickr8k", "F", "--out", "O",
                                  *row.train_options]) for row in ROWS]
-    # --features: None = the arch's default (logits for seminar)
-    assert [(a.arch, a.features, a.word_vectors) for a in parsed] == [
-        ("seminar", None, "none"), ("seminar", "pooled", "none"),
-        ("seminar", "pooled", "glove"), ("attention", "spatial", "none"),
-        ("attention", "spatial", "none")]
+    # with the arch's defaults where an option is not given: each row adds
+    # one thing (the attention model keeps the GloVe start)
+    assert [(a.arch, *train.arch_defaults(a)) for a in parsed] == [
+        ("seminar", "logits", "none"), ("seminar", "pooled", "none"),
+        ("seminar", "pooled", "glove"), ("attention", "spatial", "glove"),
+        ("attention", "spatial", "glove")]
     assert [row.beam for row in ROWS] == [1, 1, 1, 1, 3]
     # the two attention rows are one model, decoded two ways
     assert ROWS[3].model == ROWS[4].model

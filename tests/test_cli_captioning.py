@@ -65,6 +65,7 @@ def test_train_writes_a_model_directory(trained):
     assert [h["epoch"] for h in history] == [1, 2]
     assert (trained / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert config["format_version"] == 3 and config["arch"] == "seminar"
+    assert config["training"]["word_vectors"] is None   # the seminar's random start
     assert config["encoder"] == {"cnn": "fake", "feature_kind": "logits",
                                  "preprocessing": "fake-fake",
                                  "code_size": 1000}
@@ -259,8 +260,9 @@ def test_evaluate_bad_input(env, trained, tmp_path, capsys, problem):
 def attention_trained(env, tmp_path_factory):
     from _flickr8k_fakes import fake_spatial_encoder
     out = tmp_path_factory.mktemp("models") / "attention"
+    # its default start is GloVe's 50-d vectors: an embedding of 50
     rc = caption(["train", "--flickr8k", str(env), "--out", str(out), "--arch",
-                  "attention", "--epochs", "2"] + TINY,
+                  "attention", "--epochs", "2"] + TINY + ["--embed-size", "50"],
                  encoder=fake_spatial_encoder())
     assert rc == 0
     return out
@@ -273,6 +275,9 @@ def test_train_attention_records_its_arch_and_region_features(attention_trained)
     assert config["encoder"]["code_shape"] == [4, 6]
     assert config["training"]["arch"] == "attention"
     assert "attention_units" in config["hyper_parameters"]
+    # the attention arch starts from GloVe unless told otherwise
+    assert config["training"]["word_vectors"]["source"] == "glove-6b-50d"
+    assert config["training"]["word_vectors"]["frozen"] is False
 
 
 def test_evaluate_and_describe_run_the_attention_model(env, attention_trained,

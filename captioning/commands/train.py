@@ -8,7 +8,7 @@ ARCHS = ("seminar", "attention")   # captioning.model_dir.ARCHS, without Theano
 from captioning.training import (BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_MINUTES,
                                  MIN_DELTA, PATIENCE, SELECTION_IMAGES)
 
-__all__ = ["register", "run"]
+__all__ = ["arch_defaults", "register", "run"]
 
 
 def register(subparsers):
@@ -48,10 +48,11 @@ def register(subparsers):
                         "(49 regions x 1280); default logits for --arch "
                         "seminar, spatial for attention")
     p.add_argument("--word-vectors", choices=("none", "glove", "word2vec"),
-                   default="none",
+                   default=None,
                    help="start the word embedding from GloVe 6B 50d or from "
-                        "word2vec trained on the training captions "
-                        "(default %(default)s: random)")
+                        "word2vec trained on the training captions, or "
+                        "random (none); default none for --arch seminar, "
+                        "glove for attention (the lower selection loss)")
     p.add_argument("--freeze-embedding", action="store_true",
                    help="keep the word vectors fixed while training")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE,
@@ -63,17 +64,25 @@ def register(subparsers):
     p.set_defaults(func=run, encoder=None)
 
 
+def arch_defaults(args):
+    """``(features, word_vectors)``: the options, or the arch's defaults
+    where not given (the attention model on regions, from GloVe)."""
+    attention = args.arch == "attention"
+    return (args.features or ("spatial" if attention else "logits"),
+            args.word_vectors or ("glove" if attention else "none"))
+
+
 def run(args):
     if min(args.minutes, args.epochs, args.batch_size, args.patience) <= 0:
         raise UsageError("--minutes, --epochs, --patience and --batch-size "
                          "must be > 0")
     from captioning.cnn.encode import Encoder
     from captioning.training import kept_epoch, train
-    features = args.features or ("spatial" if args.arch == "attention" else "logits")
+    features, word_vectors = arch_defaults(args)
     history = train(args.flickr8k, args.out, args.minutes, args.epochs,
                     args.batch_size, args.embed_size, args.lstm_units,
                     args.patience, args.encoder or Encoder(args.cnn, features),
-                    arch=args.arch, word_vectors=args.word_vectors,
+                    arch=args.arch, word_vectors=word_vectors,
                     freeze_embedding=args.freeze_embedding)
     if history:
         kept = kept_epoch(history)
