@@ -29,7 +29,7 @@ from collections import Counter
 
 from captioning.text import ptb_tokenize
 
-__all__ = ["ngrams", "corpus_bleu", "cider_d", "score_captions"]
+__all__ = ["ngrams", "corpus_bleu", "CiderD", "cider_d", "score_captions"]
 
 
 def ngrams(tokens, n):
@@ -110,6 +110,67 @@ def _tfidf(counts_by_n, doc_freq, log_n_docs):
     return vectors, norms
 
 
+class CiderD:
+    """CIDEr-D of captions against fixed reference sets.
+
+    The document frequencies are counted once, over ``references`` (one list
+    of reference captions per image), and the IDF uses ``log(number of
+    images)``, as coco-caption does for the corpus it scores; so
+    ``CiderD(references).score(c, i)`` is candidate ``c``'s CIDEr-D against
+    image ``i`` within that corpus (what self-critical training rewards,
+    with the training captions as the corpus).
+    """
+
+    def __init__(self, references, max_n=4, sigma=6.0):
+        self.max_n, self.sigma = max_n, sigma
+        references = [[ptb_tokenize(r) for r in refs] for refs in references]
+        if not references:
+            raise ValueError("cannot score against no images")
+        for i, refs in enumerate(references):
+            if not refs:
+                raise ValueError("image %d has no reference captions" % i)
+        counts = [[self._counts(r) for r in refs] for refs in references]
+        self.doc_freq = Counter()
+        for refs in counts:
+            self.doc_freq.update(set(g for ref in refs for by_n in ref
+                                     for g in by_n))
+        self.log_n_docs = math.log(float(len(references)))
+        self.references = [
+            [self._vector(ref, tokens) for ref, tokens in zip(refs, ref_tokens)]
+            for refs, ref_tokens in zip(counts, references)]
+
+    def __len__(self):
+        return len(self.references)
+
+    def _counts(self, tokens):
+        return [ngrams(tokens, n) for n in range(1, self.max_n + 1)]
+
+    def _vector(self, counts_by_n, tokens):
+        """TF-IDF vectors (one dict per n), their norms, and the length the
+        penalty compares (bigram count, as coco-caption's code does: the
+        same as word count except for an empty caption)."""
+        vectors, norms = _tfidf(counts_by_n, self.doc_freq, self.log_n_docs)
+        return vectors, norms, max(len(tokens) - 1, 0)
+
+    def score(self, candidate, image):
+        """CIDEr-D of one candidate (string or tokens) against image ``image``."""
+        tokens = ptb_tokenize(candidate)
+        vec_c, norm_c, len_c = self._vector(self._counts(tokens), tokens)
+        total = 0.0
+        refs = self.references[image]
+        for vec_r, norm_r, len_r in refs:
+            delta = len_c - len_r
+            penalty = math.exp(-delta * delta / (2.0 * self.sigma ** 2))
+            for n in range(self.max_n):
+                # clipping: the candidate cannot gain by repeating an n-gram
+                dot = sum(min(v, vec_r[n].get(g, 0.0)) * vec_r[n].get(g, 0.0)
+                          for g, v in vec_c[n].items())
+                if norm_c[n] != 0 and norm_r[n] != 0:
+                    dot /= norm_c[n] * norm_r[n]
+                total += dot * penalty
+        return 10.0 * total / self.max_n / len(refs)
+
+
 def cider_d(candidates, references, max_n=4, sigma=6.0):
     """CIDEr-D of a corpus and of each candidate.
 
@@ -134,39 +195,12 @@ def cider_d(candidates, references, max_n=4, sigma=6.0):
     Document frequencies are counted over the reference sets of *this*
     corpus (an n-gram counts once per image whose references contain it),
     and the IDF uses ``log(number of images)``, exactly as coco-caption
-    does, so the score of a caption depends on the corpus it is scored in.
-    The length penalty compares bigram counts, as coco-caption's code does
-    (the same as word counts except for an empty caption).
+    does, so the score of a caption depends on the corpus it is scored in
+    (:class:`CiderD` holds one corpus's references).
     """
     candidates, references = _check_corpus(candidates, references)
-    orders = range(1, max_n + 1)
-    cand_counts = [[ngrams(c, n) for n in orders] for c in candidates]
-    ref_counts = [[[ngrams(r, n) for n in orders] for r in refs]
-                  for refs in references]
-
-    doc_freq = Counter()
-    for refs in ref_counts:
-        doc_freq.update(set(g for ref in refs for counts in ref for g in counts))
-    log_n_docs = math.log(float(len(candidates)))
-
-    per_image = []
-    for cand, cand_tokens, refs, ref_tokens in zip(
-            cand_counts, candidates, ref_counts, references):
-        vec_c, norm_c = _tfidf(cand, doc_freq, log_n_docs)
-        len_c = max(len(cand_tokens) - 1, 0)
-        total = 0.0
-        for ref, tokens in zip(refs, ref_tokens):
-            vec_r, norm_r = _tfidf(ref, doc_freq, log_n_docs)
-            delta = len_c - max(len(tokens) - 1, 0)
-            penalty = math.exp(-delta * delta / (2.0 * sigma * sigma))
-            for n in range(max_n):
-                # clipping: the candidate cannot gain by repeating an n-gram
-                dot = sum(min(v, vec_r[n].get(g, 0.0)) * vec_r[n].get(g, 0.0)
-                          for g, v in vec_c[n].items())
-                if norm_c[n] != 0 and norm_r[n] != 0:
-                    dot /= norm_c[n] * norm_r[n]
-                total += dot * penalty
-        per_image.append(10.0 * total / max_n / len(refs))
+    scorer = CiderD(references, max_n=max_n, sigma=sigma)
+    per_image = [scorer.score(c, i) for i, c in enumerate(candidates)]
     return sum(per_image) / len(per_image), per_image
 
 

@@ -261,6 +261,12 @@ class CaptionModel:
         """The fused loss of the softmax rows ``probs`` (batch*time,
         n_tokens), and which ticks it scores: ``(loss, output_mask)``, the
         mask (batch, time) in floatX."""
+        xent, output_mask = self._rows_xent(probs)
+        return xent.sum() / output_mask.sum(), output_mask
+
+    def _rows_xent(self, probs):
+        """``(xent, output_mask)``, both (batch, time): the cross-entropy of
+        each tick's next word (0 where the mask is), and the mask."""
         floatX = theano.config.floatX
         next_words = T.concatenate(
             [self.word_ids[:, 1:], T.zeros_like(self.word_ids[:, :1])], axis=1)
@@ -270,8 +276,14 @@ class CaptionModel:
         xent = lasagne.objectives.categorical_crossentropy(
             probs, next_words.flatten())
         xent = T.minimum(xent, np.float32(-np.log(np.float32(1e-7))))
-        loss = (xent * output_mask.flatten()).sum() / output_mask.sum()
-        return loss, output_mask
+        xent = (xent * output_mask.flatten()).reshape(output_mask.shape)
+        return xent, output_mask
+
+    def caption_losses(self):
+        """Each caption's cross-entropy summed over its words, (batch,):
+        minus its log-probability under the model, without dropout."""
+        probs = get_output(self.layers["output"], deterministic=True)
+        return self._rows_xent(probs)[0].sum(axis=1)
 
     # ------------------------------------------------------------ training
     def training_losses(self):

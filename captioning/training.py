@@ -53,6 +53,9 @@ SELECTION_IMAGES = 500   # photos held out of the train split (at most 1/10)
 BATCH_SIZE = 64
 MAX_TOKENS = 22          # #START# + 20 words + #END#: longer captions are cut
 STATE_FILE = "train_state.npz"
+SELF_CRITICAL_STATE = "self_critical_state.npz"
+SELF_CRITICAL_MINUTES = 15   # of --minutes, when self-critical training follows
+SELF_CRITICAL_SEED = 1000    # its epochs' shuffles and samples: SEED + this + epoch
 PLOT_FILE = "loss.png"
 SEED = 0
 
@@ -251,9 +254,10 @@ STOP_LABELS = {"plateau": "no more improvement", "epochs": "--epochs reached",
                "minutes": "--minutes spent"}
 
 
-def plot_history(history, path, kept=None, stopped=None):
+def plot_history(history, path, kept=None, stopped=None, self_critical=()):
     """Train and selection loss per epoch (kept epoch and stop marked) and
-    the selection slice's greedy BLEU-4, as a PNG."""
+    the selection slice's greedy BLEU-4, as a PNG; the epochs of
+    ``self_critical`` (its history) continue the BLEU-4 panel."""
     import matplotlib
     import matplotlib.ticker
     matplotlib.use("Agg")
@@ -272,9 +276,18 @@ def plot_history(history, path, kept=None, stopped=None):
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("cross-entropy per word")
     ax1.legend()
-    ax2.plot(epochs, [h["selection_bleu4"] for h in history], "o-", color="C2")
+    ax2.plot(epochs, [h["selection_bleu4"] for h in history], "o-", color="C2",
+             label="cross-entropy")
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel("selection BLEU-4 (greedy; not used to choose)")
+    ax2.set_ylabel("selection BLEU-4 (greedy)")
+    if self_critical:
+        last = history[-1]
+        ax2.plot([epochs[-1]] + [epochs[-1] + h["epoch"] for h in self_critical],
+                 [last["selection_bleu4"]]
+                 + [h["selection_bleu4"] for h in self_critical], "s-",
+                 color="C4", label="self-critical on CIDEr-D (kept: highest "
+                                   "selection CIDEr-D)")
+        ax2.legend()
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     fig.tight_layout()
@@ -328,6 +341,136 @@ def initial_embedding(source, vocab, embed_size, train_tokens):
                     "words_without_vector": len(missing)}
 
 
+def self_critical_settings(meta):
+    """What a self-critical state depends on: its own settings and the
+    cross-entropy run's (a resume must match all of it)."""
+    from captioning import self_critical as sc
+    return {"cross_entropy": meta, "reward": "CIDEr-D",
+            "baseline": "mean reward of the photo's other samples",
+            "samples": sc.SAMPLES, "images_per_step": sc.IMAGES_PER_STEP,
+            "learning_rate": sc.LEARNING_RATE, "max_words": sc.MAX_WORDS,
+            "max_norm": sc.MAX_NORM}
+
+
+def self_critical_kept(history, start_cider):
+    """The self-critical epoch with the highest selection CIDEr-D (the
+    first, on a tie), or None if none beats ``start_cider``, the
+    cross-entropy model's: then its weights stay."""
+    if not history:
+        return None
+    best = max(history, key=lambda h: (h["selection_cider"], -h["epoch"]))
+    return best["epoch"] if best["selection_cider"] > start_cider else None
+
+
+def self_critical_phase(model, out, train_codes, train_caps, selection,
+                        epochs, budget, elapsed, training, meta):
+    """Self-critical training (:mod:`captioning.self_critical`) from the
+    kept cross-entropy weights, resumable; returns its history.
+
+    ``selection``: the selection slice's ``(codes, rows, tokens, captions)``;
+    ``budget``: seconds for the whole run; ``elapsed``: seconds spent before
+    this phase. Keeps (``params.npz``) the epoch with the highest selection
+    CIDEr-D (greedy), if it beats the cross-entropy model's; ``model.json``
+    gains ``training["self_critical"]``.
+    """
+    from tqdm import tqdm
+    from captioning.checkpoint import (CheckpointMismatch, check_meta,
+                                       load_checkpoint, read_checkpoint,
+                                       save_checkpoint)
+    from captioning.metrics import CiderD
+    from captioning.model_dir import PARAMS_FILE, save_model
+    from captioning.self_critical import IMAGES_PER_STEP, SelfCritical
+
+    state_path = out / SELF_CRITICAL_STATE
+    settings = self_critical_settings(meta)
+    history, spent = [], elapsed
+    if state_path.exists():
+        try:
+            state, saved = read_checkpoint(str(state_path))
+            check_meta(state_path, saved, settings)
+        except CheckpointMismatch as error:
+            raise TrainingError("cannot resume self-critical training: %s. "
+                                "Delete %s to start it afresh from the kept "
+                                "cross-entropy weights" % (error, state_path))
+        except (OSError, ValueError, KeyError) as error:
+            raise TrainingError("cannot read %s: %s; delete it to start "
+                                "self-critical training afresh"
+                                % (state_path, error))
+        history, spent = state["history"], state["seconds"]
+        if len(history) >= epochs or spent >= budget:
+            print("%s: self-critical training is finished after epoch %d; "
+                  "nothing to do. To train more, rerun with a larger %s"
+                  % (out, len(history), "--self-critical-epochs"
+                     if len(history) >= epochs else "--minutes"),
+                  file=sys.stderr)
+            return history
+    started = time.time()
+    # the kept cross-entropy epoch is where self-critical training starts
+    with np.load(out / PARAMS_FILE, allow_pickle=False) as saved:
+        model.set_param_values({k: saved[k] for k in saved.files})
+    print("self-critical training on CIDEr-D from cross-entropy epoch %d: "
+          "compiling..." % training["epoch"], file=sys.stderr)
+    trainer = SelfCritical(model)
+    if history:
+        load_checkpoint(str(state_path), trainer.state_variables())
+        print("resuming self-critical training after epoch %d"
+              % len(history), file=sys.stderr)
+    start_cider = next(h["selection_cider"] for h in training["history"]
+                       if h["epoch"] == training["epoch"])
+    scorer = CiderD(train_caps)
+    clock = lambda: time.time() - started + spent
+    while len(history) < epochs and clock() < budget:
+        epoch = len(history) + 1
+        rng = np.random.RandomState(SEED + SELF_CRITICAL_SEED + epoch)
+        order = rng.permutation(len(train_codes))
+        chunks = [np.sort(order[i:i + IMAGES_PER_STEP])
+                  for i in range(0, len(order), IMAGES_PER_STEP)]
+        rewards = []
+        bar = tqdm(chunks, desc="self-critical %d" % epoch, unit="batch",
+                   file=sys.stderr, mininterval=2)
+        for chunk in bar:
+            rewards.append(trainer.step(train_codes[chunk], chunk, scorer,
+                                        rng).mean())
+            bar.set_postfix(reward="%.3f" % np.mean(rewards[-50:]),
+                            refresh=False)
+            if clock() > budget:
+                break
+        bar.close()
+        sel_loss, scores = evaluate_selection(model, *selection)
+        record = {"epoch": epoch, "mean_reward": float(np.mean(rewards)),
+                  "selection_loss": sel_loss,
+                  "finished": len(rewards) == len(chunks), "seconds": clock()}
+        record.update({"selection_" + k: scores[k]
+                       for k in ("bleu1", "bleu4", "cider")})
+        history.append(record)
+        print("self-critical epoch %d: mean reward (CIDEr-D) %.3f, selection "
+              "greedy BLEU-4 %.3f, CIDEr-D %.3f (%.1f min)"
+              % (epoch, record["mean_reward"], record["selection_bleu4"],
+                 record["selection_cider"], record["seconds"] / 60),
+              file=sys.stderr)
+        kept = self_critical_kept(history, start_cider)
+        training["self_critical"] = dict(
+            {k: v for k, v in settings.items() if k != "cross_entropy"},
+            history=history, epoch=kept,
+            selected_by="highest selection CIDEr-D (greedy), if above the "
+                        "cross-entropy model's %.3f" % start_cider)
+        save_model(model, out, extra={"training": training},
+                   weights=kept == epoch)
+        save_checkpoint(str(state_path), trainer.state_variables(),
+                        {"history": history, "seconds": record["seconds"]},
+                        settings)
+        plot_history(training["history"], out / PLOT_FILE, training["epoch"],
+                     training.get("stopped", {}).get("reason"), history)
+    kept = self_critical_kept(history, start_cider)
+    print("self-critical training stopped after epoch %d (%s); kept: %s"
+          % (len(history), "--self-critical-epochs done"
+             if len(history) >= epochs else "the --minutes budget is spent",
+             "epoch %d" % kept if kept else
+             "the cross-entropy weights (no epoch beat their selection "
+             "CIDEr-D)"), file=sys.stderr)
+    return history
+
+
 def check_arch(arch, encoder):
     """The arch and the features must fit: the seminar graph takes one
     vector per photo, attention a grid of regions."""
@@ -344,7 +487,8 @@ def check_arch(arch, encoder):
 def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
           batch_size=BATCH_SIZE, embed_size=None, lstm_units=None,
           patience=PATIENCE, encoder=None, arch="seminar", word_vectors="none",
-          freeze_embedding=False):
+          freeze_embedding=False, self_critical_epochs=0,
+          self_critical_minutes=SELF_CRITICAL_MINUTES):
     """Train (or resume) and write the model directory; returns the history.
 
     ``encoder`` (a :class:`captioning.cnn.encode.Encoder`, default
@@ -353,13 +497,16 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     ``attention`` (:class:`AttentionCaptionModel`, on spatial features).
     ``word_vectors``: ``none``, ``glove`` or ``word2vec`` starts the
     embedding; ``freeze_embedding`` keeps it there.
+    ``self_critical_epochs`` > 0: after cross-entropy, that many epochs of
+    self-critical training on CIDEr-D (:func:`self_critical_phase`), which
+    get the last ``self_critical_minutes`` of ``minutes``.
     """
     from tqdm import tqdm
     from captioning.checkpoint import (CheckpointMismatch, check_meta,
                                        load_checkpoint, read_checkpoint,
                                        save_checkpoint)
     from captioning.cnn.encode import Encoder
-    from captioning.model_dir import ARCHS, save_model
+    from captioning.model_dir import ARCHS, read_config, save_model
     from captioning.text import Vocabulary
 
     started = time.time()
@@ -371,6 +518,12 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     if freeze_embedding and word_vectors == "none":
         raise TrainingError("--freeze-embedding keeps word vectors fixed: give "
                             "--word-vectors glove or word2vec")
+    if self_critical_epochs and not 0 < self_critical_minutes < minutes:
+        raise TrainingError("--self-critical-minutes (%g) must be > 0 and "
+                            "leave part of --minutes (%g) for cross-entropy"
+                            % (self_critical_minutes, minutes))
+    # cross-entropy's share of the budget
+    xe_minutes = minutes - self_critical_minutes if self_critical_epochs else minutes
     model_class = ARCHS[arch]
     listed = load_flickr8k(flickr8k_dir)
     held = set(selection_split(listed[0])[1])  # unreadable photos included
@@ -413,12 +566,12 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
             raise TrainingError("cannot read %s: %s; --out a new directory"
                              % (state_path, error))
         history, spent = state["history"], state["seconds"]
-        reason = stop_reason(history, spent, epochs, minutes, patience)
-        if reason:
+        reason = stop_reason(history, spent, epochs, xe_minutes, patience)
+        if reason and not self_critical_epochs:
             print("%s is finished after epoch %d: %s; nothing to do. To "
                   "train more, %s, or --out a new directory"
                   % (out, len(history), describe_stop(
-                      reason, history, spent, epochs, minutes),
+                      reason, history, spent, epochs, xe_minutes),
                      MORE[reason]), file=sys.stderr)
             return history
     embedding, vector_facts = None, None
@@ -445,7 +598,7 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
         _state_variables(model)
 
     train_step, _ = model.compile_train()
-    budget = minutes * 60.0
+    budget = xe_minutes * 60.0
     if train_codes.ndim == 2:   # small: standardise once
         prepared = model.prepare_codes(train_codes)
         batch_codes = prepared.__getitem__
@@ -470,8 +623,13 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
                              "learning_rate_decay": LR_DECAY,
                              "learning_rate_floor": meta["learning_rate_floor"]}}
     elapsed = time.time() - started + spent
+    # finished before this run (self-critical training follows)
+    xe_done = bool(history) and stop_reason(history, spent, epochs, xe_minutes,
+                                            patience) is not None
+    if xe_done:
+        training = read_config(out)["training"]
     while True:
-        reason = stop_reason(history, elapsed, epochs, minutes, patience)
+        reason = stop_reason(history, elapsed, epochs, xe_minutes, patience)
         if reason:
             break
         epoch = len(history) + 1
@@ -518,8 +676,8 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
                          "code_mean": model.code_mean.tolist(),
                          "code_std": model.code_std.tolist()}, meta)
         plot_history(history, out / PLOT_FILE, kept)
-    if history:
-        why = describe_stop(reason, history, elapsed, epochs, minutes)
+    if history and not xe_done:
+        why = describe_stop(reason, history, elapsed, epochs, xe_minutes)
         saved = "; saved ~%.0f min of the budget" % ((budget - elapsed) / 60) \
             if reason == "plateau" else ""
         print("stopping after epoch %d: %s%s" % (len(history), why, saved),
@@ -529,4 +687,9 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
                                  "why": why})
         save_model(model, out, extra={"training": training}, weights=False)
         plot_history(history, out / PLOT_FILE, kept_epoch(history), reason)
+    if self_critical_epochs and history:
+        self_critical_phase(model, out, train_codes, train_caps,
+                            (sel_codes, sel_rows, sel_tokens, sel_caps),
+                            self_critical_epochs, minutes * 60.0,
+                            time.time() - started + spent, training, meta)
     return history

@@ -60,12 +60,14 @@ def test_the_rows_train_options_are_caption_train_options():
     # with the arch's defaults where an option is not given: each row adds
     # one thing (the attention model keeps the GloVe start)
     assert [(a.arch, *train.arch_defaults(a)) for a in parsed] == [
-        ("seminar", "logits", "none"), ("seminar", "pooled", "none"),
-        ("seminar", "pooled", "glove"), ("attention", "spatial", "glove"),
-        ("attention", "spatial", "glove")]
-    assert [row.beam for row in ROWS] == [1, 1, 1, 1, 3]
-    # the two attention rows are one model, decoded two ways
-    assert ROWS[3].model == ROWS[4].model
+        ("seminar", "logits", "none", 0), ("seminar", "pooled", "none", 0),
+        ("seminar", "pooled", "glove", 0), ("attention", "spatial", "glove", 0),
+        ("attention", "spatial", "glove", train.SELF_CRITICAL_EPOCHS),
+        ("attention", "spatial", "glove", train.SELF_CRITICAL_EPOCHS)]
+    assert train.SELF_CRITICAL_EPOCHS > 0
+    assert [row.beam for row in ROWS] == [1, 1, 1, 1, 1, 3]
+    # the last two rows are one model, decoded two ways
+    assert ROWS[4].model == ROWS[5].model != ROWS[3].model
 
 
 def test_train_and_evaluate_commands(tmp_path):
@@ -102,6 +104,13 @@ def test_describe_model_reads_model_json(tmp_path):
     assert describe_model(write_model_json(tmp_path / "b", vocabulary=[])) == \
         "seminar, logits"
     assert describe_model(tmp_path / "none") is None
+    tuned = dict(ATTENTION_JSON, training=dict(
+        ATTENTION_JSON["training"], self_critical={"epoch": 2, "history": [{}, {}]}))
+    assert describe_model(write_model_json(tmp_path / "c", **tuned)).endswith(
+        "epoch 2 of 3, then self-critical epoch 2 of 2")
+    tuned["training"]["self_critical"]["epoch"] = None
+    assert describe_model(write_model_json(tmp_path / "d", **tuned)).endswith(
+        "epoch 2 of 3, then self-critical (no epoch kept of 2)")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "model.json").write_text("{not json")
     assert describe_model(tmp_path / "bad") is None
@@ -111,7 +120,7 @@ def test_scores_come_from_the_last_json_line(tmp_path):
     flickr = fake_flickr8k(tmp_path / "f")
     write_model_json(tmp_path / "models" / "attention", **ATTENTION_JSON)
     run = FakeRun(out="caption evaluate: note\n" + json.dumps(SCORES) + "\n\n")
-    rows = [ROWS[4]]
+    rows = [ROWS[3]._replace(beam=3, label="+ beam search (k = 3)")]
     results = evaluate_rows(rows, tmp_path / "models", flickr, run=run, log=lambda _: None)
     assert run.calls == [evaluate_command(tmp_path / "models" / "attention", flickr, 3)]
     assert results[0]["scores"] == SCORES and results[0]["note"] == ""

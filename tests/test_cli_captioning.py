@@ -280,6 +280,65 @@ def test_train_attention_records_its_arch_and_region_features(attention_trained)
     assert config["training"]["word_vectors"]["frozen"] is False
 
 
+def test_train_attention_ends_with_self_critical_epochs(env, attention_trained,
+                                                        capsys):
+    from _flickr8k_fakes import fake_spatial_encoder
+    from captioning.commands.train import SELF_CRITICAL_EPOCHS
+    config = json.loads((attention_trained / "model.json").read_text())
+    tuned = config["training"]["self_critical"]
+    assert [h["epoch"] for h in tuned["history"]] == list(
+        range(1, SELF_CRITICAL_EPOCHS + 1))
+    assert tuned["reward"] == "CIDEr-D" and tuned["samples"] >= 2
+    for h in tuned["history"]:
+        assert h["finished"] and 0 <= h["selection_bleu4"] <= 1
+        assert h["mean_reward"] >= 0 and h["selection_cider"] >= 0
+    # kept: the best selection CIDEr-D if it beats the cross-entropy model's
+    start = config["training"]["history"][config["training"]["epoch"] - 1]
+    best = max(tuned["history"], key=lambda h: h["selection_cider"])
+    assert tuned["epoch"] == (best["epoch"] if best["selection_cider"]
+                              > start["selection_cider"] else None)
+    assert (attention_trained / "self_critical_state.npz").exists()
+    # rerunning the finished command changes nothing
+    before = (attention_trained / "params.npz").read_bytes()
+    rc = caption(["train", "--flickr8k", str(env), "--out", str(attention_trained),
+                  "--arch", "attention", "--epochs", "2"] + TINY
+                 + ["--embed-size", "50"], encoder=fake_spatial_encoder())
+    assert rc == 0
+    assert "self-critical training is finished after epoch %d" % (
+        SELF_CRITICAL_EPOCHS) in capsys.readouterr().err
+    assert (attention_trained / "params.npz").read_bytes() == before
+
+
+def test_self_critical_epochs_follow_a_finished_cross_entropy_run(env, tmp_path,
+                                                                  capsys):
+    out = tmp_path / "seminar"
+    assert main(["train", "--flickr8k", str(env), "--out", str(out), "--epochs",
+                 "1"] + TINY) == 0
+    first = json.loads((out / "model.json").read_text())["training"]
+    assert "self_critical" not in first
+    assert main(["train", "--flickr8k", str(env), "--out", str(out), "--epochs",
+                 "1", "--self-critical-epochs", "1"] + TINY) == 0
+    err = capsys.readouterr().err
+    assert "self-critical training on CIDEr-D from cross-entropy epoch 1" in err
+    training = json.loads((out / "model.json").read_text())["training"]
+    # the cross-entropy history is kept as it was
+    assert training["history"] == first["history"]
+    assert len(training["self_critical"]["history"]) == 1
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--self-critical-epochs", "-1"], "--self-critical-epochs must be >= 0"),
+    (["--self-critical-epochs", "1", "--minutes", "10"],
+     "--self-critical-minutes must be > 0 and less than --minutes (10)"),
+])
+def test_bad_self_critical_options(env, tmp_path, capsys, options, message):
+    out = tmp_path / "m"
+    rc = main(["train", "--flickr8k", str(env), "--out", str(out)] + options + TINY)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and message in err
+    assert not out.exists()
+
+
 def test_evaluate_and_describe_run_the_attention_model(env, attention_trained,
                                                        capsys, tmp_path):
     from _flickr8k_fakes import fake_spatial_encoder

@@ -6,7 +6,10 @@ from captioning.errors import UsageError
 
 ARCHS = ("seminar", "attention")   # captioning.model_dir.ARCHS, without Theano
 from captioning.training import (BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_MINUTES,
-                                 MIN_DELTA, PATIENCE, SELECTION_IMAGES)
+                                 MIN_DELTA, PATIENCE, SELECTION_IMAGES,
+                                 SELF_CRITICAL_MINUTES)
+
+SELF_CRITICAL_EPOCHS = 2   # the attention model's default
 
 __all__ = ["arch_defaults", "register", "run"]
 
@@ -55,6 +58,19 @@ def register(subparsers):
                         "glove for attention (the lower selection loss)")
     p.add_argument("--freeze-embedding", action="store_true",
                    help="keep the word vectors fixed while training")
+    p.add_argument("--self-critical-epochs", type=int, default=None,
+                   metavar="N",
+                   help="after cross-entropy, N epochs of self-critical "
+                        "training on CIDEr-D (sampled captions rewarded by "
+                        "their CIDEr-D against the photo's captions); the "
+                        "epoch kept is the one with the highest selection "
+                        "CIDEr-D; 0 turns it off. Default %d for --arch "
+                        "attention, 0 for seminar" % SELF_CRITICAL_EPOCHS)
+    p.add_argument("--self-critical-minutes", type=float,
+                   default=SELF_CRITICAL_MINUTES, metavar="M",
+                   help="the part of --minutes kept for self-critical "
+                        "training; cross-entropy gets the rest (default "
+                        "%(default)s)")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                    help="captions per step (default %(default)s)")
     p.add_argument("--embed-size", type=int, default=None,
@@ -65,30 +81,50 @@ def register(subparsers):
 
 
 def arch_defaults(args):
-    """``(features, word_vectors)``: the options, or the arch's defaults
-    where not given (the attention model on regions, from GloVe)."""
+    """``(features, word_vectors, self_critical_epochs)``: the options, or
+    the arch's defaults where not given (the attention model on regions,
+    from GloVe, then self-critical; the seminar graph as the seminar
+    trains it)."""
     attention = args.arch == "attention"
+    self_critical = args.self_critical_epochs
+    if self_critical is None:
+        self_critical = SELF_CRITICAL_EPOCHS if attention else 0
     return (args.features or ("spatial" if attention else "logits"),
-            args.word_vectors or ("glove" if attention else "none"))
+            args.word_vectors or ("glove" if attention else "none"),
+            self_critical)
 
 
 def run(args):
     if min(args.minutes, args.epochs, args.batch_size, args.patience) <= 0:
         raise UsageError("--minutes, --epochs, --patience and --batch-size "
                          "must be > 0")
+    features, word_vectors, self_critical = arch_defaults(args)
+    if self_critical < 0:
+        raise UsageError("--self-critical-epochs must be >= 0")
+    if self_critical and not 0 < args.self_critical_minutes < args.minutes:
+        raise UsageError("--self-critical-minutes must be > 0 and less than "
+                         "--minutes (%g), which also pays for cross-entropy"
+                         % args.minutes)
     from captioning.cnn.encode import Encoder
+    from captioning.model_dir import read_config
     from captioning.training import kept_epoch, train
-    features, word_vectors = arch_defaults(args)
     history = train(args.flickr8k, args.out, args.minutes, args.epochs,
                     args.batch_size, args.embed_size, args.lstm_units,
                     args.patience, args.encoder or Encoder(args.cnn, features),
                     arch=args.arch, word_vectors=word_vectors,
-                    freeze_embedding=args.freeze_embedding)
+                    freeze_embedding=args.freeze_embedding,
+                    self_critical_epochs=self_critical,
+                    self_critical_minutes=args.self_critical_minutes)
     if history:
         kept = kept_epoch(history)
-        print(json.dumps({"model": str(args.out), "epochs": len(history),
-                          "kept_epoch": kept,
-                          "selection_loss": round(
-                              history[kept - 1]["selection_loss"], 4),
-                          "minutes": round(history[-1]["seconds"] / 60, 1)}))
+        summary = {"model": str(args.out), "epochs": len(history),
+                   "kept_epoch": kept,
+                   "selection_loss": round(history[kept - 1]["selection_loss"], 4),
+                   "minutes": round(history[-1]["seconds"] / 60, 1)}
+        tuned = read_config(args.out)["training"].get("self_critical")
+        if tuned and tuned["history"]:
+            summary.update(self_critical_epochs=len(tuned["history"]),
+                           kept_self_critical_epoch=tuned["epoch"],
+                           minutes=round(tuned["history"][-1]["seconds"] / 60, 1))
+        print(json.dumps(summary))
     return 0

@@ -37,8 +37,11 @@ ROWS = (
     Row("+ GloVe word vectors", "pooled-glove",
         ("--features", "pooled", "--word-vectors", "glove"), 1),
     Row("attention on the 7x7 regions", "attention",
+        ("--arch", "attention", "--features", "spatial",
+         "--self-critical-epochs", "0"), 1),
+    Row("+ self-critical training on CIDEr-D", "attention-self-critical",
         ("--arch", "attention", "--features", "spatial"), 1),
-    Row("+ beam search (k = 3)", "attention",
+    Row("+ beam search (k = 3)", "attention-self-critical",
         ("--arch", "attention", "--features", "spatial"), 3),
 )
 METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "cider")
@@ -84,7 +87,8 @@ def _read_model_json(model_dir):
 
 def describe_model(model_dir):
     """What ``model.json`` says a model is, in one short line (e.g.
-    ``attention, spatial, glove-6b-50d, E=256 H=512; epoch 9 of 12``), or
+    ``attention, spatial, glove-6b-50d, E=256 H=512; epoch 9 of 12, then
+    self-critical epoch 2 of 2``), or
     None if the directory holds no readable model."""
     config = _read_model_json(model_dir)
     if not isinstance(config, dict):
@@ -104,6 +108,11 @@ def describe_model(model_dir):
     history = training.get("history") or []
     if history and "epoch" in training:
         text += "; epoch %s of %d" % (training["epoch"], len(history))
+    tuned = training.get("self_critical") or {}
+    if tuned.get("history"):
+        text += ", then self-critical %s" % (
+            "epoch %s of %d" % (tuned["epoch"], len(tuned["history"]))
+            if tuned.get("epoch") else "(no epoch kept of %d)" % len(tuned["history"]))
     return text
 
 
