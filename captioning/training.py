@@ -55,7 +55,9 @@ MAX_TOKENS = 22          # #START# + 20 words + #END#: longer captions are cut
 STATE_FILE = "train_state.npz"
 SELF_CRITICAL_STATE = "self_critical_state.npz"
 SELF_CRITICAL_MINUTES = 15   # of --minutes, when self-critical training follows
-SELF_CRITICAL_SEED = 1000    # its epochs' shuffles and samples: SEED + this + epoch
+SELF_CRITICAL_SEED = 1000    # its shuffles and samples: SEED + this + pass / round
+SELF_CRITICAL_PATIENCE = 2   # rounds without a better selection BLEU-4
+SELECTION_BEAM = 3           # self-critical rounds are judged as evaluated
 PLOT_FILE = "loss.png"
 SEED = 0
 
@@ -254,17 +256,20 @@ STOP_LABELS = {"plateau": "no more improvement", "epochs": "--epochs reached",
                "minutes": "--minutes spent"}
 
 
-def plot_history(history, path, kept=None, stopped=None, self_critical=()):
+def plot_history(history, path, kept=None, stopped=None, self_critical=None):
     """Train and selection loss per epoch (kept epoch and stop marked) and
-    the selection slice's greedy BLEU-4, as a PNG; the epochs of
-    ``self_critical`` (its history) continue the BLEU-4 panel."""
+    the selection slice's greedy BLEU-4, as a PNG; with ``self_critical``
+    (model.json's record of it), a third panel: its rounds' selection
+    BLEU-4 and CIDEr-D (beam search), round 0 being the cross-entropy model."""
     import matplotlib
     import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from captioning.io.files import atomic_write
     epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    panels = 3 if self_critical else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+    ax1, ax2 = axes[:2]
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax1.plot(epochs, [h["selection_loss"] for h in history], "o-",
              label="selection (held out of train)")
@@ -276,19 +281,26 @@ def plot_history(history, path, kept=None, stopped=None, self_critical=()):
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("cross-entropy per word")
     ax1.legend()
-    ax2.plot(epochs, [h["selection_bleu4"] for h in history], "o-", color="C2",
-             label="cross-entropy")
+    ax2.plot(epochs, [h["selection_bleu4"] for h in history], "o-", color="C2")
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel("selection BLEU-4 (greedy)")
+    ax2.set_ylabel("selection BLEU-4 (greedy; not used to choose)")
     if self_critical:
-        last = history[-1]
-        ax2.plot([epochs[-1]] + [epochs[-1] + h["epoch"] for h in self_critical],
-                 [last["selection_bleu4"]]
-                 + [h["selection_bleu4"] for h in self_critical], "s-",
-                 color="C4", label="self-critical on CIDEr-D (kept: highest "
-                                   "selection CIDEr-D)")
-        ax2.legend()
-    for ax in (ax1, ax2):
+        ax3 = axes[2]
+        rounds = [0] + [h["round"] for h in self_critical["history"]]
+        for key, label, color in (("selection_bleu4", "BLEU-4", "C2"),
+                                  ("selection_cider", "CIDEr-D / 4", "C4")):
+            scale = 0.25 if key == "selection_cider" else 1.0
+            ax3.plot(rounds, [scale * self_critical["start"][key]]
+                     + [scale * h[key] for h in self_critical["history"]],
+                     "s-", color=color, label="selection " + label)
+        if self_critical.get("round"):
+            ax3.axvline(self_critical["round"], color="C2", ls="--",
+                        label="kept: round %d" % self_critical["round"])
+        ax3.set_xlabel("self-critical round (0: the cross-entropy model)")
+        ax3.set_ylabel("selection score, beam %d" % SELECTION_BEAM)
+        ax3.legend()
+        axes = axes[:3]
+    for ax in axes:
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     fig.tight_layout()
     with atomic_write(path) as f:
@@ -348,30 +360,68 @@ def self_critical_settings(meta):
     return {"cross_entropy": meta, "reward": "CIDEr-D",
             "baseline": "mean reward of the photo's other samples",
             "samples": sc.SAMPLES, "images_per_step": sc.IMAGES_PER_STEP,
+            "steps_per_round": sc.ROUND_STEPS,
             "learning_rate": sc.LEARNING_RATE, "max_words": sc.MAX_WORDS,
-            "max_norm": sc.MAX_NORM}
+            "max_norm": sc.MAX_NORM, "selection_beam": SELECTION_BEAM,
+            "patience_rounds": SELF_CRITICAL_PATIENCE}
 
 
-def self_critical_kept(history, start_cider):
-    """The self-critical epoch with the highest selection CIDEr-D (the
-    first, on a tie), or None if none beats ``start_cider``, the
-    cross-entropy model's: then its weights stay."""
+def self_critical_kept(history, start_bleu4):
+    """The round with the highest selection BLEU-4 (beam search; the first,
+    on a tie), or None if none beats ``start_bleu4``, the cross-entropy
+    model's: then its weights stay."""
     if not history:
         return None
-    best = max(history, key=lambda h: (h["selection_cider"], -h["epoch"]))
-    return best["epoch"] if best["selection_cider"] > start_cider else None
+    best = max(history, key=lambda h: (h["selection_bleu4"], -h["round"]))
+    return best["round"] if best["selection_bleu4"] > start_bleu4 else None
+
+
+def self_critical_stale(history, start_bleu4):
+    """Rounds since the selection BLEU-4 last beat its best (the
+    cross-entropy model's included)."""
+    best, stale = start_bleu4, 0
+    for h in history:
+        stale = 0 if h["selection_bleu4"] > best else stale + 1
+        best = max(best, h["selection_bleu4"])
+    return stale
+
+
+def round_chunks(n_photos, round_index, steps, size):
+    """The photo batches of round ``round_index`` (1-based): rounds take
+    ``steps`` batches of ``size`` photos in turn from passes over all
+    photos, each pass in its own fixed random order (so a resumed run
+    trains on exactly the batches the uninterrupted one would have)."""
+    per_pass = -(-n_photos // size)
+    chunks = []
+    for step in range((round_index - 1) * steps, round_index * steps):
+        pass_index, i = divmod(step, per_pass)
+        order = np.random.RandomState(
+            SEED + SELF_CRITICAL_SEED + pass_index).permutation(n_photos)
+        chunks.append(np.sort(order[i * size:(i + 1) * size]))
+    return chunks
+
+
+def selection_beam_scores(model, codes, refs):
+    """BLEU / CIDEr-D of the selection photos' beam-search captions."""
+    from captioning.decode import caption
+    from captioning.metrics import score_captions
+    return score_captions(caption(model, codes, beam=SELECTION_BEAM), refs)
 
 
 def self_critical_phase(model, out, train_codes, train_caps, selection,
-                        epochs, budget, elapsed, training, meta):
+                        rounds, budget, elapsed, training, meta):
     """Self-critical training (:mod:`captioning.self_critical`) from the
     kept cross-entropy weights, resumable; returns its history.
 
-    ``selection``: the selection slice's ``(codes, rows, tokens, captions)``;
-    ``budget``: seconds for the whole run; ``elapsed``: seconds spent before
-    this phase. Keeps (``params.npz``) the epoch with the highest selection
-    CIDEr-D (greedy), if it beats the cross-entropy model's; ``model.json``
-    gains ``training["self_critical"]``.
+    Runs in rounds of ``ROUND_STEPS`` updates; after each, the selection
+    photos are captioned with beam search (as ``caption evaluate --beam 3``
+    does). ``params.npz`` keeps the round with the highest selection BLEU-4
+    if it beats the cross-entropy model's; training stops after
+    ``rounds``, when the ``budget`` (seconds for the whole run; ``elapsed``
+    already spent) is gone, or after ``SELF_CRITICAL_PATIENCE`` rounds
+    without a new best (REINFORCE can also make a model worse).
+    ``selection``: the selection photos' ``(codes, captions)``.
+    ``model.json`` gains ``training["self_critical"]``.
     """
     from tqdm import tqdm
     from captioning.checkpoint import (CheckpointMismatch, check_meta,
@@ -379,11 +429,12 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
                                        save_checkpoint)
     from captioning.metrics import CiderD
     from captioning.model_dir import PARAMS_FILE, save_model
-    from captioning.self_critical import IMAGES_PER_STEP, SelfCritical
+    from captioning.self_critical import (IMAGES_PER_STEP, ROUND_STEPS,
+                                          SelfCritical)
 
     state_path = out / SELF_CRITICAL_STATE
     settings = self_critical_settings(meta)
-    history, spent = [], elapsed
+    history, spent, start = [], elapsed, None
     if state_path.exists():
         try:
             state, saved = read_checkpoint(str(state_path))
@@ -396,13 +447,11 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
             raise TrainingError("cannot read %s: %s; delete it to start "
                                 "self-critical training afresh"
                                 % (state_path, error))
-        history, spent = state["history"], state["seconds"]
-        if len(history) >= epochs or spent >= budget:
-            print("%s: self-critical training is finished after epoch %d; "
-                  "nothing to do. To train more, rerun with a larger %s"
-                  % (out, len(history), "--self-critical-epochs"
-                     if len(history) >= epochs else "--minutes"),
-                  file=sys.stderr)
+        history, spent, start = state["history"], state["seconds"], state["start"]
+        why = self_critical_stop(history, start, rounds, spent, budget)
+        if why:
+            print("%s: self-critical training is finished after round %d (%s); "
+                  "nothing to do" % (out, len(history), why), file=sys.stderr)
             return history
     started = time.time()
     # the kept cross-entropy epoch is where self-critical training starts
@@ -413,62 +462,75 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
     trainer = SelfCritical(model)
     if history:
         load_checkpoint(str(state_path), trainer.state_variables())
-        print("resuming self-critical training after epoch %d"
+        print("resuming self-critical training after round %d"
               % len(history), file=sys.stderr)
-    start_cider = next(h["selection_cider"] for h in training["history"]
-                       if h["epoch"] == training["epoch"])
+    else:
+        start = selection_beam_scores(model, *selection)
+        print("cross-entropy model: selection BLEU-4 %.3f, CIDEr-D %.3f (beam "
+              "%d)" % (start["bleu4"], start["cider"], SELECTION_BEAM),
+              file=sys.stderr)
     scorer = CiderD(train_caps)
     clock = lambda: time.time() - started + spent
-    while len(history) < epochs and clock() < budget:
-        epoch = len(history) + 1
-        rng = np.random.RandomState(SEED + SELF_CRITICAL_SEED + epoch)
-        order = rng.permutation(len(train_codes))
-        chunks = [np.sort(order[i:i + IMAGES_PER_STEP])
-                  for i in range(0, len(order), IMAGES_PER_STEP)]
+    tuned = {k: v for k, v in settings.items() if k != "cross_entropy"}
+    while not self_critical_stop(history, start, rounds, clock(), budget):
+        index = len(history) + 1
+        rng = np.random.RandomState(SEED + SELF_CRITICAL_SEED + index)
+        chunks = round_chunks(len(train_codes), index, ROUND_STEPS,
+                              IMAGES_PER_STEP)
         rewards = []
-        bar = tqdm(chunks, desc="self-critical %d" % epoch, unit="batch",
-                   file=sys.stderr, mininterval=2)
+        bar = tqdm(chunks, desc="self-critical round %d" % index,
+                   unit="batch", file=sys.stderr, mininterval=2)
         for chunk in bar:
             rewards.append(trainer.step(train_codes[chunk], chunk, scorer,
                                         rng).mean())
-            bar.set_postfix(reward="%.3f" % np.mean(rewards[-50:]),
+            bar.set_postfix(reward="%.3f" % np.mean(rewards[-20:]),
                             refresh=False)
             if clock() > budget:
                 break
         bar.close()
-        sel_loss, scores = evaluate_selection(model, *selection)
-        record = {"epoch": epoch, "mean_reward": float(np.mean(rewards)),
-                  "selection_loss": sel_loss,
+        scores = selection_beam_scores(model, *selection)
+        record = {"round": index, "mean_reward": float(np.mean(rewards)),
                   "finished": len(rewards) == len(chunks), "seconds": clock()}
         record.update({"selection_" + k: scores[k]
                        for k in ("bleu1", "bleu4", "cider")})
         history.append(record)
-        print("self-critical epoch %d: mean reward (CIDEr-D) %.3f, selection "
-              "greedy BLEU-4 %.3f, CIDEr-D %.3f (%.1f min)"
-              % (epoch, record["mean_reward"], record["selection_bleu4"],
-                 record["selection_cider"], record["seconds"] / 60),
-              file=sys.stderr)
-        kept = self_critical_kept(history, start_cider)
+        print("self-critical round %d: mean reward (CIDEr-D) %.3f; selection "
+              "BLEU-4 %.3f, CIDEr-D %.3f (beam %d; %.1f min)"
+              % (index, record["mean_reward"], record["selection_bleu4"],
+                 record["selection_cider"], SELECTION_BEAM,
+                 record["seconds"] / 60), file=sys.stderr)
+        kept = self_critical_kept(history, start["bleu4"])
         training["self_critical"] = dict(
-            {k: v for k, v in settings.items() if k != "cross_entropy"},
-            history=history, epoch=kept,
-            selected_by="highest selection CIDEr-D (greedy), if above the "
-                        "cross-entropy model's %.3f" % start_cider)
+            tuned, history=history, round=kept,
+            start={"selection_" + k: start[k] for k in ("bleu1", "bleu4", "cider")},
+            selected_by="highest selection BLEU-4 (beam %d), if above the "
+                        "cross-entropy model's" % SELECTION_BEAM)
         save_model(model, out, extra={"training": training},
-                   weights=kept == epoch)
+                   weights=kept == index)
         save_checkpoint(str(state_path), trainer.state_variables(),
-                        {"history": history, "seconds": record["seconds"]},
-                        settings)
+                        {"history": history, "seconds": record["seconds"],
+                         "start": start}, settings)
         plot_history(training["history"], out / PLOT_FILE, training["epoch"],
-                     training.get("stopped", {}).get("reason"), history)
-    kept = self_critical_kept(history, start_cider)
-    print("self-critical training stopped after epoch %d (%s); kept: %s"
-          % (len(history), "--self-critical-epochs done"
-             if len(history) >= epochs else "the --minutes budget is spent",
-             "epoch %d" % kept if kept else
-             "the cross-entropy weights (no epoch beat their selection "
-             "CIDEr-D)"), file=sys.stderr)
+                     training.get("stopped", {}).get("reason"), training["self_critical"])
+    kept = self_critical_kept(history, start["bleu4"])
+    print("self-critical training stopped after round %d (%s); kept: %s"
+          % (len(history), self_critical_stop(history, start, rounds, clock(),
+                                               budget),
+             "round %d" % kept if kept else
+             "the cross-entropy weights (no round beat their selection "
+             "BLEU-4)"), file=sys.stderr)
     return history
+
+
+def self_critical_stop(history, start, rounds, seconds, budget):
+    """Why self-critical training is over, in words, or None."""
+    if len(history) >= rounds:
+        return "--self-critical-rounds done"
+    if history and self_critical_stale(history, start["bleu4"]) >= SELF_CRITICAL_PATIENCE:
+        return "%d rounds without a better selection BLEU-4" % SELF_CRITICAL_PATIENCE
+    if seconds >= budget:
+        return "the --minutes budget is spent"
+    return None
 
 
 def check_arch(arch, encoder):
@@ -487,7 +549,7 @@ def check_arch(arch, encoder):
 def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
           batch_size=BATCH_SIZE, embed_size=None, lstm_units=None,
           patience=PATIENCE, encoder=None, arch="seminar", word_vectors="none",
-          freeze_embedding=False, self_critical_epochs=0,
+          freeze_embedding=False, self_critical_rounds=0,
           self_critical_minutes=SELF_CRITICAL_MINUTES):
     """Train (or resume) and write the model directory; returns the history.
 
@@ -497,9 +559,9 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     ``attention`` (:class:`AttentionCaptionModel`, on spatial features).
     ``word_vectors``: ``none``, ``glove`` or ``word2vec`` starts the
     embedding; ``freeze_embedding`` keeps it there.
-    ``self_critical_epochs`` > 0: after cross-entropy, that many epochs of
-    self-critical training on CIDEr-D (:func:`self_critical_phase`), which
-    get the last ``self_critical_minutes`` of ``minutes``.
+    ``self_critical_rounds`` > 0: after cross-entropy, up to that many
+    rounds of self-critical training on CIDEr-D (:func:`self_critical_phase`),
+    which get the last ``self_critical_minutes`` of ``minutes``.
     """
     from tqdm import tqdm
     from captioning.checkpoint import (CheckpointMismatch, check_meta,
@@ -518,12 +580,12 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     if freeze_embedding and word_vectors == "none":
         raise TrainingError("--freeze-embedding keeps word vectors fixed: give "
                             "--word-vectors glove or word2vec")
-    if self_critical_epochs and not 0 < self_critical_minutes < minutes:
+    if self_critical_rounds and not 0 < self_critical_minutes < minutes:
         raise TrainingError("--self-critical-minutes (%g) must be > 0 and "
                             "leave part of --minutes (%g) for cross-entropy"
                             % (self_critical_minutes, minutes))
     # cross-entropy's share of the budget
-    xe_minutes = minutes - self_critical_minutes if self_critical_epochs else minutes
+    xe_minutes = minutes - self_critical_minutes if self_critical_rounds else minutes
     model_class = ARCHS[arch]
     listed = load_flickr8k(flickr8k_dir)
     held = set(selection_split(listed[0])[1])  # unreadable photos included
@@ -567,7 +629,7 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
                              % (state_path, error))
         history, spent = state["history"], state["seconds"]
         reason = stop_reason(history, spent, epochs, xe_minutes, patience)
-        if reason and not self_critical_epochs:
+        if reason and not self_critical_rounds:
             print("%s is finished after epoch %d: %s; nothing to do. To "
                   "train more, %s, or --out a new directory"
                   % (out, len(history), describe_stop(
@@ -687,9 +749,9 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
                                  "why": why})
         save_model(model, out, extra={"training": training}, weights=False)
         plot_history(history, out / PLOT_FILE, kept_epoch(history), reason)
-    if self_critical_epochs and history:
+    if self_critical_rounds and history:
         self_critical_phase(model, out, train_codes, train_caps,
-                            (sel_codes, sel_rows, sel_tokens, sel_caps),
-                            self_critical_epochs, minutes * 60.0,
+                            (sel_codes, sel_caps), self_critical_rounds,
+                            minutes * 60.0,
                             time.time() - started + spent, training, meta)
     return history

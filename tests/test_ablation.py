@@ -62,9 +62,9 @@ def test_the_rows_train_options_are_caption_train_options():
     assert [(a.arch, *train.arch_defaults(a)) for a in parsed] == [
         ("seminar", "logits", "none", 0), ("seminar", "pooled", "none", 0),
         ("seminar", "pooled", "glove", 0), ("attention", "spatial", "glove", 0),
-        ("attention", "spatial", "glove", train.SELF_CRITICAL_EPOCHS),
-        ("attention", "spatial", "glove", train.SELF_CRITICAL_EPOCHS)]
-    assert train.SELF_CRITICAL_EPOCHS > 0
+        ("attention", "spatial", "glove", train.SELF_CRITICAL_ROUNDS),
+        ("attention", "spatial", "glove", train.SELF_CRITICAL_ROUNDS)]
+    assert train.SELF_CRITICAL_ROUNDS > 0
     assert [row.beam for row in ROWS] == [1, 1, 1, 1, 1, 3]
     # the last two rows are one model, decoded two ways
     assert ROWS[4].model == ROWS[5].model != ROWS[3].model
@@ -105,12 +105,12 @@ def test_describe_model_reads_model_json(tmp_path):
         "seminar, logits"
     assert describe_model(tmp_path / "none") is None
     tuned = dict(ATTENTION_JSON, training=dict(
-        ATTENTION_JSON["training"], self_critical={"epoch": 2, "history": [{}, {}]}))
+        ATTENTION_JSON["training"], self_critical={"round": 2, "history": [{}, {}, {}]}))
     assert describe_model(write_model_json(tmp_path / "c", **tuned)).endswith(
-        "epoch 2 of 3, then self-critical epoch 2 of 2")
-    tuned["training"]["self_critical"]["epoch"] = None
+        "epoch 2 of 3, then self-critical round 2 of 3")
+    tuned["training"]["self_critical"]["round"] = None
     assert describe_model(write_model_json(tmp_path / "d", **tuned)).endswith(
-        "epoch 2 of 3, then self-critical (no epoch kept of 2)")
+        "epoch 2 of 3, then self-critical (no round kept of 3)")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "model.json").write_text("{not json")
     assert describe_model(tmp_path / "bad") is None

@@ -280,23 +280,25 @@ def test_train_attention_records_its_arch_and_region_features(attention_trained)
     assert config["training"]["word_vectors"]["frozen"] is False
 
 
-def test_train_attention_ends_with_self_critical_epochs(env, attention_trained,
+def test_train_attention_ends_with_self_critical_rounds(env, attention_trained,
                                                         capsys):
     from _flickr8k_fakes import fake_spatial_encoder
-    from captioning.commands.train import SELF_CRITICAL_EPOCHS
+    from captioning.commands.train import SELF_CRITICAL_ROUNDS
+    from captioning.training import SELF_CRITICAL_PATIENCE
     config = json.loads((attention_trained / "model.json").read_text())
     tuned = config["training"]["self_critical"]
-    assert [h["epoch"] for h in tuned["history"]] == list(
-        range(1, SELF_CRITICAL_EPOCHS + 1))
+    rounds = [h["round"] for h in tuned["history"]]
+    assert rounds == list(range(1, len(rounds) + 1))
+    assert SELF_CRITICAL_PATIENCE <= len(rounds) <= SELF_CRITICAL_ROUNDS
     assert tuned["reward"] == "CIDEr-D" and tuned["samples"] >= 2
     for h in tuned["history"]:
         assert h["finished"] and 0 <= h["selection_bleu4"] <= 1
         assert h["mean_reward"] >= 0 and h["selection_cider"] >= 0
-    # kept: the best selection CIDEr-D if it beats the cross-entropy model's
-    start = config["training"]["history"][config["training"]["epoch"] - 1]
-    best = max(tuned["history"], key=lambda h: h["selection_cider"])
-    assert tuned["epoch"] == (best["epoch"] if best["selection_cider"]
-                              > start["selection_cider"] else None)
+    # kept: the best selection BLEU-4 if it beats the cross-entropy model's
+    start = tuned["start"]["selection_bleu4"]
+    best = max(tuned["history"], key=lambda h: h["selection_bleu4"])
+    assert tuned["round"] == (best["round"] if best["selection_bleu4"] > start
+                              else None)
     assert (attention_trained / "self_critical_state.npz").exists()
     # rerunning the finished command changes nothing
     before = (attention_trained / "params.npz").read_bytes()
@@ -304,12 +306,12 @@ def test_train_attention_ends_with_self_critical_epochs(env, attention_trained,
                   "--arch", "attention", "--epochs", "2"] + TINY
                  + ["--embed-size", "50"], encoder=fake_spatial_encoder())
     assert rc == 0
-    assert "self-critical training is finished after epoch %d" % (
-        SELF_CRITICAL_EPOCHS) in capsys.readouterr().err
+    assert "self-critical training is finished after round %d" % len(rounds) \
+        in capsys.readouterr().err
     assert (attention_trained / "params.npz").read_bytes() == before
 
 
-def test_self_critical_epochs_follow_a_finished_cross_entropy_run(env, tmp_path,
+def test_self_critical_rounds_follow_a_finished_cross_entropy_run(env, tmp_path,
                                                                   capsys):
     out = tmp_path / "seminar"
     assert main(["train", "--flickr8k", str(env), "--out", str(out), "--epochs",
@@ -317,7 +319,7 @@ def test_self_critical_epochs_follow_a_finished_cross_entropy_run(env, tmp_path,
     first = json.loads((out / "model.json").read_text())["training"]
     assert "self_critical" not in first
     assert main(["train", "--flickr8k", str(env), "--out", str(out), "--epochs",
-                 "1", "--self-critical-epochs", "1"] + TINY) == 0
+                 "1", "--self-critical-rounds", "1"] + TINY) == 0
     err = capsys.readouterr().err
     assert "self-critical training on CIDEr-D from cross-entropy epoch 1" in err
     training = json.loads((out / "model.json").read_text())["training"]
@@ -327,8 +329,8 @@ def test_self_critical_epochs_follow_a_finished_cross_entropy_run(env, tmp_path,
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--self-critical-epochs", "-1"], "--self-critical-epochs must be >= 0"),
-    (["--self-critical-epochs", "1", "--minutes", "10"],
+    (["--self-critical-rounds", "-1"], "--self-critical-rounds must be >= 0"),
+    (["--self-critical-rounds", "1", "--minutes", "10"],
      "--self-critical-minutes must be > 0 and less than --minutes (10)"),
 ])
 def test_bad_self_critical_options(env, tmp_path, capsys, options, message):

@@ -15,7 +15,8 @@ from captioning.model import CaptionModel, Vocabulary
 from captioning.self_critical import (SAMPLES, SelfCritical, advantages,
                                       sampled_matrix)
 from captioning.text import END, START
-from captioning.training import self_critical_kept
+from captioning.training import (round_chunks, self_critical_kept,
+                                 self_critical_stale)
 
 
 # ---------------------------------------------------------------- reward
@@ -73,13 +74,30 @@ def test_sampled_matrix_ends_only_the_captions_the_model_ended():
         [[START, "w1", "w2", END], [START] + ["w3"] * 4]).tolist()
 
 
-def test_the_epoch_kept_beats_the_cross_entropy_model():
-    history = [{"epoch": 1, "selection_cider": 0.50},
-               {"epoch": 2, "selection_cider": 0.55},
-               {"epoch": 3, "selection_cider": 0.55}]
-    assert self_critical_kept(history, 0.52) == 2
-    assert self_critical_kept(history, 0.55) is None
+def test_the_round_kept_beats_the_cross_entropy_model():
+    history = [{"round": 1, "selection_bleu4": 0.20},
+               {"round": 2, "selection_bleu4": 0.23},
+               {"round": 3, "selection_bleu4": 0.23}]
+    assert self_critical_kept(history, 0.21) == 2
+    assert self_critical_kept(history, 0.23) is None
     assert self_critical_kept([], 0.1) is None
+    # rounds since the last new best, the start's score counting as one
+    assert self_critical_stale(history, 0.21) == 1
+    assert self_critical_stale(history, 0.25) == 3
+    assert self_critical_stale([], 0.25) == 0
+
+
+def test_rounds_take_every_photo_once_per_pass_and_repeat_on_resume():
+    # 10 photos in batches of 3: 4 batches a pass; rounds of 3 batches
+    rounds = [round_chunks(10, r, steps=3, size=3) for r in (1, 2, 3)]
+    flat = [chunk for r in rounds for chunk in r]
+    assert [len(c) for c in flat] == [3, 3, 3, 1, 3, 3, 3, 1, 3]
+    for first in (0, 4):
+        assert sorted(np.concatenate(flat[first:first + 4])) == list(range(10))
+    # a new pass, a new order
+    assert not all(np.array_equal(a, b) for a, b in zip(flat[:4], flat[4:8]))
+    assert all(np.array_equal(a, b) for a, b in
+               zip(rounds[1], round_chunks(10, 2, steps=3, size=3)))
 
 
 # ---------------------------------------------------------------- the loss

@@ -9,7 +9,7 @@ from captioning.training import (BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_MINUTES,
                                  MIN_DELTA, PATIENCE, SELECTION_IMAGES,
                                  SELF_CRITICAL_MINUTES)
 
-SELF_CRITICAL_EPOCHS = 2   # the attention model's default
+SELF_CRITICAL_ROUNDS = 6   # the attention model's default
 
 __all__ = ["arch_defaults", "register", "run"]
 
@@ -58,14 +58,17 @@ def register(subparsers):
                         "glove for attention (the lower selection loss)")
     p.add_argument("--freeze-embedding", action="store_true",
                    help="keep the word vectors fixed while training")
-    p.add_argument("--self-critical-epochs", type=int, default=None,
+    p.add_argument("--self-critical-rounds", type=int, default=None,
                    metavar="N",
-                   help="after cross-entropy, N epochs of self-critical "
+                   help="after cross-entropy, up to N rounds of self-critical "
                         "training on CIDEr-D (sampled captions rewarded by "
-                        "their CIDEr-D against the photo's captions); the "
-                        "epoch kept is the one with the highest selection "
-                        "CIDEr-D; 0 turns it off. Default %d for --arch "
-                        "attention, 0 for seminar" % SELF_CRITICAL_EPOCHS)
+                        "their CIDEr-D against the photo's captions; a round "
+                        "is 80 updates of 16 photos, then the selection "
+                        "photos are captioned with beam 3); the round kept "
+                        "has the highest selection BLEU-4, if above the "
+                        "cross-entropy model's; 0 turns it off. Default %d "
+                        "for --arch attention, 0 for seminar"
+                        % SELF_CRITICAL_ROUNDS)
     p.add_argument("--self-critical-minutes", type=float,
                    default=SELF_CRITICAL_MINUTES, metavar="M",
                    help="the part of --minutes kept for self-critical "
@@ -81,14 +84,14 @@ def register(subparsers):
 
 
 def arch_defaults(args):
-    """``(features, word_vectors, self_critical_epochs)``: the options, or
+    """``(features, word_vectors, self_critical_rounds)``: the options, or
     the arch's defaults where not given (the attention model on regions,
     from GloVe, then self-critical; the seminar graph as the seminar
     trains it)."""
     attention = args.arch == "attention"
-    self_critical = args.self_critical_epochs
+    self_critical = args.self_critical_rounds
     if self_critical is None:
-        self_critical = SELF_CRITICAL_EPOCHS if attention else 0
+        self_critical = SELF_CRITICAL_ROUNDS if attention else 0
     return (args.features or ("spatial" if attention else "logits"),
             args.word_vectors or ("glove" if attention else "none"),
             self_critical)
@@ -100,7 +103,7 @@ def run(args):
                          "must be > 0")
     features, word_vectors, self_critical = arch_defaults(args)
     if self_critical < 0:
-        raise UsageError("--self-critical-epochs must be >= 0")
+        raise UsageError("--self-critical-rounds must be >= 0")
     if self_critical and not 0 < args.self_critical_minutes < args.minutes:
         raise UsageError("--self-critical-minutes must be > 0 and less than "
                          "--minutes (%g), which also pays for cross-entropy"
@@ -113,7 +116,7 @@ def run(args):
                     args.patience, args.encoder or Encoder(args.cnn, features),
                     arch=args.arch, word_vectors=word_vectors,
                     freeze_embedding=args.freeze_embedding,
-                    self_critical_epochs=self_critical,
+                    self_critical_rounds=self_critical,
                     self_critical_minutes=args.self_critical_minutes)
     if history:
         kept = kept_epoch(history)
@@ -123,8 +126,8 @@ def run(args):
                    "minutes": round(history[-1]["seconds"] / 60, 1)}
         tuned = read_config(args.out)["training"].get("self_critical")
         if tuned and tuned["history"]:
-            summary.update(self_critical_epochs=len(tuned["history"]),
-                           kept_self_critical_epoch=tuned["epoch"],
+            summary.update(self_critical_rounds=len(tuned["history"]),
+                           kept_self_critical_round=tuned["round"],
                            minutes=round(tuned["history"][-1]["seconds"] / 60, 1))
         print(json.dumps(summary))
     return 0

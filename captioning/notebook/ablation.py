@@ -38,7 +38,7 @@ ROWS = (
         ("--features", "pooled", "--word-vectors", "glove"), 1),
     Row("attention on the 7x7 regions", "attention",
         ("--arch", "attention", "--features", "spatial",
-         "--self-critical-epochs", "0"), 1),
+         "--self-critical-rounds", "0"), 1),
     Row("+ self-critical training on CIDEr-D", "attention-self-critical",
         ("--arch", "attention", "--features", "spatial"), 1),
     Row("+ beam search (k = 3)", "attention-self-critical",
@@ -88,7 +88,7 @@ def _read_model_json(model_dir):
 def describe_model(model_dir):
     """What ``model.json`` says a model is, in one short line (e.g.
     ``attention, spatial, glove-6b-50d, E=256 H=512; epoch 9 of 12, then
-    self-critical epoch 2 of 2``), or
+    self-critical round 3 of 5``), or
     None if the directory holds no readable model."""
     config = _read_model_json(model_dir)
     if not isinstance(config, dict):
@@ -111,8 +111,8 @@ def describe_model(model_dir):
     tuned = training.get("self_critical") or {}
     if tuned.get("history"):
         text += ", then self-critical %s" % (
-            "epoch %s of %d" % (tuned["epoch"], len(tuned["history"]))
-            if tuned.get("epoch") else "(no epoch kept of %d)" % len(tuned["history"]))
+            "round %s of %d" % (tuned["round"], len(tuned["history"]))
+            if tuned.get("round") else "(no round kept of %d)" % len(tuned["history"]))
     return text
 
 
