@@ -56,7 +56,7 @@ STATE_FILE = "train_state.npz"
 SELF_CRITICAL_STATE = "self_critical_state.npz"
 SELF_CRITICAL_MINUTES = 15   # of --minutes, when self-critical training follows
 SELF_CRITICAL_SEED = 1000    # its shuffles and samples: SEED + this + pass / round
-SELF_CRITICAL_PATIENCE = 2   # rounds without a better selection BLEU-4
+SELF_CRITICAL_PATIENCE = 3   # rounds in a row without a better selection BLEU-4
 SELECTION_BEAM = 3           # self-critical rounds are judged as evaluated
 PLOT_FILE = "loss.png"
 SEED = 0
@@ -416,10 +416,12 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
     Runs in rounds of ``ROUND_STEPS`` updates; after each, the selection
     photos are captioned with beam search (as ``caption evaluate --beam 3``
     does). ``params.npz`` keeps the round with the highest selection BLEU-4
-    if it beats the cross-entropy model's; training stops after
+    if it beats the cross-entropy model's; after a round that does not,
+    training goes back to the kept weights with a fresh Adam and half its
+    learning rate (REINFORCE can make a model worse). It stops after
     ``rounds``, when the ``budget`` (seconds for the whole run; ``elapsed``
-    already spent) is gone, or after ``SELF_CRITICAL_PATIENCE`` rounds
-    without a new best (REINFORCE can also make a model worse).
+    already spent) is gone, or after ``SELF_CRITICAL_PATIENCE`` rounds in a
+    row without a new best.
     ``selection``: the selection photos' ``(codes, captions)``.
     ``model.json`` gains ``training["self_critical"]``.
     """
@@ -454,9 +456,12 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
                   "nothing to do" % (out, len(history), why), file=sys.stderr)
             return history
     started = time.time()
+
+    def load_kept():
+        with np.load(out / PARAMS_FILE, allow_pickle=False) as saved:
+            model.set_param_values({k: saved[k] for k in saved.files})
     # the kept cross-entropy epoch is where self-critical training starts
-    with np.load(out / PARAMS_FILE, allow_pickle=False) as saved:
-        model.set_param_values({k: saved[k] for k in saved.files})
+    load_kept()
     print("self-critical training on CIDEr-D from cross-entropy epoch %d: "
           "compiling..." % training["epoch"], file=sys.stderr)
     trainer = SelfCritical(model)
@@ -490,6 +495,7 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
         bar.close()
         scores = selection_beam_scores(model, *selection)
         record = {"round": index, "mean_reward": float(np.mean(rewards)),
+                  "learning_rate": float(trainer.learning_rate.get_value()),
                   "finished": len(rewards) == len(chunks), "seconds": clock()}
         record.update({"selection_" + k: scores[k]
                        for k in ("bleu1", "bleu4", "cider")})
@@ -507,6 +513,14 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
                         "cross-entropy model's" % SELECTION_BEAM)
         save_model(model, out, extra={"training": training},
                    weights=kept == index)
+        if kept != index:
+            # REINFORCE can make a model worse: back to the best weights
+            # (params.npz), with a fresh Adam and half the step
+            load_kept()
+            trainer.restart(record["learning_rate"] * LR_DECAY)
+            print("  back to %s, learning rate %.2g" % (
+                "round %d" % kept if kept else "the cross-entropy weights",
+                trainer.learning_rate.get_value()), file=sys.stderr)
         save_checkpoint(str(state_path), trainer.state_variables(),
                         {"history": history, "seconds": record["seconds"],
                          "start": start}, settings)
@@ -527,7 +541,7 @@ def self_critical_stop(history, start, rounds, seconds, budget):
     if len(history) >= rounds:
         return "--self-critical-rounds done"
     if history and self_critical_stale(history, start["bleu4"]) >= SELF_CRITICAL_PATIENCE:
-        return "%d rounds without a better selection BLEU-4" % SELF_CRITICAL_PATIENCE
+        return "%d rounds in a row without a better selection BLEU-4" % SELF_CRITICAL_PATIENCE
     if seconds >= budget:
         return "the --minutes budget is spent"
     return None

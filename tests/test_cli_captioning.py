@@ -299,6 +299,13 @@ def test_train_attention_ends_with_self_critical_rounds(env, attention_trained,
     best = max(tuned["history"], key=lambda h: h["selection_bleu4"])
     assert tuned["round"] == (best["round"] if best["selection_bleu4"] > start
                               else None)
+    # after a round without a new best: back to the kept weights, half the rate
+    best_so_far = start
+    for this, following in zip(tuned["history"], tuned["history"][1:]):
+        improved = this["selection_bleu4"] > best_so_far
+        best_so_far = max(best_so_far, this["selection_bleu4"])
+        assert following["learning_rate"] == pytest.approx(
+            this["learning_rate"] * (1 if improved else 0.5))
     assert (attention_trained / "self_critical_state.npz").exists()
     # rerunning the finished command changes nothing
     before = (attention_trained / "params.npz").read_bytes()

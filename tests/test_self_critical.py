@@ -154,6 +154,25 @@ def test_an_update_follows_the_advantages(arch):
     assert after[0] < before[0] and after[1] > before[1]
 
 
+def test_restart_forgets_adams_state():
+    model = CaptionModel(Vocabulary(WORDS), embed_size=8, lstm_units=16,
+                         cnn_feature_size=12, seed=5)
+    trainer = SelfCritical(model)
+    sentences = model.vocab.as_matrix([[START, "w1", END], [START, "w2", END]])
+    trainer.update(model.prepare_codes(fake_codes(2)), sentences,
+                   np.array([1.0, -1.0], "float32"))
+    weights = set(model.params(trainable=True))
+    state = [v for v in trainer.updates if v not in weights]
+    assert any(np.abs(v.get_value()).sum() > 0 for v in state)
+    before = {k: v.get_value() for k, v in model.named_params().items()}
+    trainer.restart(1e-3)
+    assert all(np.abs(v.get_value()).sum() == 0 for v in state)
+    assert trainer.learning_rate.get_value() == np.float32(1e-3)
+    # the weights are left alone
+    assert all(np.array_equal(before[k], v.get_value())
+               for k, v in model.named_params().items())
+
+
 def test_a_step_samples_and_rewards_every_photo():
     model = CaptionModel(Vocabulary(WORDS), embed_size=8, lstm_units=16,
                          cnn_feature_size=12, seed=4)
