@@ -286,13 +286,22 @@ def plot_history(history, path, kept=None, stopped=None, self_critical=None):
     ax2.set_ylabel("selection BLEU-4 (greedy; not used to choose)")
     if self_critical:
         ax3 = axes[2]
-        rounds = [0] + [h["round"] for h in self_critical["history"]]
+        start = dict(self_critical["start"], round=0)
         for key, label, color in (("selection_bleu4", "BLEU-4", "C2"),
                                   ("selection_cider", "CIDEr-D / 4", "C4")):
             scale = 0.25 if key == "selection_cider" else 1.0
-            ax3.plot(rounds, [scale * self_critical["start"][key]]
-                     + [scale * h[key] for h in self_critical["history"]],
-                     "s-", color=color, label="selection " + label)
+            # each round starts from the one before it, or, after a round
+            # without a new best, from the best (training went back to it)
+            came_from = best = start
+            for h in self_critical["history"]:
+                ax3.plot([came_from["round"], h["round"]],
+                         [scale * came_from[key], scale * h[key]], "s-",
+                         color=color)
+                if h["selection_bleu4"] > best["selection_bleu4"]:
+                    best = h
+                came_from = best
+            ax3.plot([0], [scale * start[key]], "s", color=color,
+                     label="selection " + label)
         if self_critical.get("round"):
             ax3.axvline(self_critical["round"], color="C2", ls="--",
                         label="kept: round %d" % self_critical["round"])
