@@ -23,7 +23,13 @@ estimate. Writes into ``--out``:
     loses at most the epoch in progress); other settings are refused.
 ``loss.png``
     Train and selection loss per epoch (kept epoch and stop marked), and
-    the selection slice's greedy BLEU-4 (for information only).
+    the selection slice's greedy BLEU-4 (for information only); after
+    self-critical training, its rounds' selection scores.
+``self_critical_state.npz``
+    With ``--self-critical-rounds``: the latest round's weights, its Adam
+    state and history, to resume self-critical training (which starts from
+    the kept cross-entropy epoch and then keeps, in ``params.npz``, the
+    round with the best selection BLEU-4; :func:`self_critical_phase`).
 
 The photos' CNN codes are computed once and cached
 (:func:`captioning.cnn.encode.encode`); ``model.json`` records which CNN made them.
