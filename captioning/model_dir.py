@@ -20,7 +20,8 @@ from captioning.io.files import atomic_write
 from captioning.model import CaptionModel, ModelFileError
 from captioning.text import NORMALISER, Vocabulary
 
-__all__ = ["ARCHS", "save_model", "read_config", "load_model", "ModelFileError"]
+__all__ = ["ARCHS", "save_model", "read_config", "load_model", "load_params",
+           "ModelFileError"]
 
 PARAMS_FILE = "params.npz"
 CONFIG_FILE = "model.json"
@@ -151,6 +152,18 @@ def load_model(model_dir):
         raise ModelFileError("%s: %s" % (os.path.join(model_dir, CONFIG_FILE),
                                          error))
     model.encoder_record = config.get("encoder")
+    load_params(model, model_dir)
+    return model
+
+
+def load_params(model, model_dir):
+    """Set ``model``'s weights to those saved in ``model_dir``.
+
+    Raises
+    ------
+    ModelFileError
+        As :func:`load_model`.
+    """
     path = os.path.join(model_dir, PARAMS_FILE)
     try:
         with np.load(path, allow_pickle=False) as saved:
@@ -166,4 +179,3 @@ def load_model(model_dir):
                              "copy the model again or retrain it"
                              % (path, type(error).__name__, error))
     model.set_param_values(values, source=path)
-    return model

@@ -378,7 +378,8 @@ def self_critical_settings(meta):
             "steps_per_round": sc.ROUND_STEPS,
             "learning_rate": sc.LEARNING_RATE, "max_words": sc.MAX_WORDS,
             "max_norm": sc.MAX_NORM, "selection_beam": SELECTION_BEAM,
-            "patience_rounds": SELF_CRITICAL_PATIENCE}
+            "patience_rounds": SELF_CRITICAL_PATIENCE,
+            "cross_entropy_weight": sc.CROSS_ENTROPY_WEIGHT}
 
 
 def self_critical_kept(history, start_bleu4):
@@ -445,8 +446,9 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
                                        load_checkpoint, read_checkpoint,
                                        save_checkpoint)
     from captioning.metrics import CiderD
-    from captioning.model_dir import PARAMS_FILE, save_model
-    from captioning.self_critical import (IMAGES_PER_STEP, ROUND_STEPS,
+    from captioning.model_dir import load_params, save_model
+    from captioning.self_critical import (CROSS_ENTROPY_WEIGHT,
+                                          IMAGES_PER_STEP, ROUND_STEPS,
                                           SelfCritical)
 
     state_path = out / SELF_CRITICAL_STATE
@@ -472,11 +474,8 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
             return history
     started = time.time()
 
-    def load_kept():
-        with np.load(out / PARAMS_FILE, allow_pickle=False) as saved:
-            model.set_param_values({k: saved[k] for k in saved.files})
     # the kept cross-entropy epoch is where self-critical training starts
-    load_kept()
+    load_params(model, out)
     print("self-critical training on CIDEr-D from cross-entropy epoch %d: "
           "compiling..." % training["epoch"], file=sys.stderr)
     trainer = SelfCritical(model)
@@ -490,6 +489,9 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
               "%d)" % (start["bleu4"], start["cider"], SELECTION_BEAM),
               file=sys.stderr)
     scorer = CiderD(train_caps)
+    from captioning.text import caption_tokens
+    # each photo's training captions as cross-entropy training read them
+    own = [[caption_tokens(c)[:MAX_TOKENS] for c in caps] for caps in train_caps]
     clock = lambda: time.time() - started + spent
     tuned = {k: v for k, v in settings.items() if k != "cross_entropy"}
     while not self_critical_stop(history, start, rounds, clock(), budget):
@@ -501,8 +503,9 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
         bar = tqdm(chunks, desc="self-critical round %d" % index,
                    unit="batch", file=sys.stderr, mininterval=2)
         for chunk in bar:
-            rewards.append(trainer.step(train_codes[chunk], chunk, scorer,
-                                        rng).mean())
+            rewards.append(trainer.step(
+                train_codes[chunk], chunk, scorer, rng,
+                [own[i] for i in chunk], CROSS_ENTROPY_WEIGHT).mean())
             bar.set_postfix(reward="%.3f" % np.mean(rewards[-20:]),
                             refresh=False)
             if clock() > budget:
@@ -531,7 +534,7 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
         if kept != index:
             # REINFORCE can make a model worse: back to the best weights
             # (params.npz), with a fresh Adam and half the step
-            load_kept()
+            load_params(model, out)
             trainer.restart(record["learning_rate"] * LR_DECAY)
             print("  back to %s, learning rate %.2g" % (
                 "round %d" % kept if kept else "the cross-entropy weights",
@@ -644,6 +647,7 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     out = Path(out)
     state_path = out / STATE_FILE
     history, spent = [], 0.0
+    xe_done = False     # finished before this run (self-critical training follows)
     if state_path.exists():
         try:
             state, saved_meta = read_checkpoint(str(state_path))
@@ -658,7 +662,8 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
                              % (state_path, error))
         history, spent = state["history"], state["seconds"]
         reason = stop_reason(history, spent, epochs, xe_minutes, patience)
-        if reason and not self_critical_rounds:
+        xe_done = reason is not None
+        if xe_done and not self_critical_rounds:
             print("%s is finished after epoch %d: %s; nothing to do. To "
                   "train more, %s, or --out a new directory"
                   % (out, len(history), describe_stop(
@@ -714,9 +719,6 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
                              "learning_rate_decay": LR_DECAY,
                              "learning_rate_floor": meta["learning_rate_floor"]}}
     elapsed = time.time() - started + spent
-    # finished before this run (self-critical training follows)
-    xe_done = bool(history) and stop_reason(history, spent, epochs, xe_minutes,
-                                            patience) is not None
     if xe_done:
         training = read_config(out)["training"]
     while True:

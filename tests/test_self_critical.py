@@ -181,3 +181,53 @@ def test_a_step_samples_and_rewards_every_photo():
     rewards = trainer.step(fake_codes(2), np.array([0, 2]), scorer,
                            np.random.RandomState(0))
     assert rewards.shape == (2, SAMPLES) and (rewards >= 0).all()
+
+
+def test_a_step_adds_the_photos_own_captions_with_the_cross_entropy_weight():
+    # What one step feeds the compiled update, rebuilt by hand: each sample
+    # weighted by its advantage over the number of samples, then each of the
+    # photos' training captions with an equal share of the weight.
+    model = CaptionModel(Vocabulary(WORDS), embed_size=8, lstm_units=16,
+                         cnn_feature_size=12, seed=4)
+    trainer = SelfCritical(model)
+    fed = []
+    trainer.update = lambda *args: fed.append(args)
+    scorer = CiderD([["w1 w2 w3", "w1 w2"], ["w4 w5"], ["w6"]])
+    codes = fake_codes(2)
+    own = [[[START, "w1", "w2", END], [START, "w3", END], [START, "w4", END]],
+           [[START, "w6", "w1", "w2", "w3", END]]]
+    rewards = trainer.step(codes, np.array([0, 2]), scorer,
+                           np.random.RandomState(0), own, 0.5)
+    (rows_codes, matrix, weights), = fed
+    n = 2 * SAMPLES
+    assert len(matrix) == len(weights) == len(rows_codes) == n + 4
+    np.testing.assert_allclose(weights[:n], advantages(rewards).ravel() / n,
+                               rtol=1e-6)
+    np.testing.assert_allclose(weights[n:], [0.5 / 4] * 4)
+    expected = model.vocab.as_matrix(own[0] + own[1])
+    np.testing.assert_array_equal(matrix[n:, :expected.shape[1]], expected)
+    assert (matrix[n:, expected.shape[1]:] == -1).all()
+    np.testing.assert_allclose(
+        rows_codes, model.prepare_codes(codes[[0] * SAMPLES + [1] * SAMPLES
+                                              + [0, 0, 0, 1]]))
+    # weight 0 (the default until it is measured): the samples alone
+    trainer.step(codes, np.array([0, 2]), scorer, np.random.RandomState(0))
+    assert len(fed[1][1]) == n
+
+
+def test_the_cross_entropy_term_makes_the_own_captions_likelier():
+    model = CaptionModel(Vocabulary(WORDS), embed_size=8, lstm_units=16,
+                         cnn_feature_size=12, seed=6)
+    trainer = SelfCritical(model, learning_rate=1e-2)
+    losses = theano.function([model.image_vectors, model.sentences],
+                             model.caption_losses())
+    scorer = CiderD([["w1 w2 w3"], ["w4 w5"]])
+    codes = fake_codes(2)
+    own = [[[START, "w1", "w2", "w3", END]], [[START, "w4", "w5", END]]]
+    matrix = model.vocab.as_matrix(own[0] + own[1])
+    before = losses(model.prepare_codes(codes), matrix)
+    rng = np.random.RandomState(1)
+    for _ in range(5):
+        trainer.step(codes, np.array([0, 1]), scorer, rng, own, 20.0)
+    after = losses(model.prepare_codes(codes), matrix)
+    assert (after < before).all()
