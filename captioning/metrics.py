@@ -29,8 +29,7 @@ from collections import Counter
 
 from captioning.text import ptb_tokenize
 
-__all__ = ["ngrams", "corpus_bleu", "sentence_bleu", "CiderD", "cider_d",
-           "score_captions"]
+__all__ = ["ngrams", "corpus_bleu", "CiderD", "cider_d", "score_captions"]
 
 
 def ngrams(tokens, n):
@@ -75,55 +74,17 @@ def corpus_bleu(candidates, references, max_n=4):
     totals = [0] * max_n    # candidate n-grams, summed over the corpus
     cand_len = ref_len = 0
     for cand, refs in zip(candidates, references):
-        m, t, r = _bleu_counts(cand, refs, max_n)
-        matches = [a + b for a, b in zip(matches, m)]
-        totals = [a + b for a, b in zip(totals, t)]
         cand_len += len(cand)
-        ref_len += r
-    return _bleu(matches, totals, cand_len, ref_len)
+        # closest reference length; a tie goes to the shorter reference
+        ref_len += min((abs(len(r) - len(cand)), len(r)) for r in refs)[1]
+        for n in range(1, max_n + 1):
+            counts = ngrams(cand, n)
+            max_ref = Counter()
+            for r in refs:
+                max_ref |= ngrams(r, n)     # element-wise max of the counts
+            matches[n - 1] += sum(min(c, max_ref[g]) for g, c in counts.items())
+            totals[n - 1] += sum(counts.values())
 
-
-def sentence_bleu(candidate, references, max_n=4):
-    """BLEU-max_n of one caption, smoothed as Lin and Och (2004) propose.
-
-    One caption rarely shares a 4-gram with its references, and then
-    unsmoothed BLEU-4 is 0 however good its words are; so, for n >= 2,
-    matches and totals both get 1 (nltk's ``SmoothingFunction().method2``).
-    The brevity penalty uses the closest reference length, as
-    :func:`corpus_bleu` does; no matching word at all scores 0.
-    ``references``: a list of captions (strings or token lists).
-    """
-    cand = ptb_tokenize(candidate)
-    refs = [ptb_tokenize(r) for r in references]
-    if not refs:
-        raise ValueError("cannot score against no reference captions")
-    matches, totals, ref_len = _bleu_counts(cand, refs, max_n)
-    # an order longer than the caption has no n-gram: 0 of 1, as nltk counts
-    totals = [max(t, 1) for t in totals]
-    matches = matches[:1] + [m + 1 for m in matches[1:]]
-    totals = totals[:1] + [t + 1 for t in totals[1:]]
-    return _bleu(matches, totals, len(cand), ref_len)[-1]
-
-
-def _bleu_counts(cand, refs, max_n):
-    """``(matches, totals, ref_len)`` of one tokenised candidate: its clipped
-    n-gram matches and n-gram counts for n = 1..max_n, and the reference
-    length closest to it (a tie goes to the shorter reference)."""
-    ref_len = min((abs(len(r) - len(cand)), len(r)) for r in refs)[1]
-    matches, totals = [], []
-    for n in range(1, max_n + 1):
-        counts = ngrams(cand, n)
-        max_ref = Counter()
-        for r in refs:
-            max_ref |= ngrams(r, n)     # element-wise max of the counts
-        matches.append(sum(min(c, max_ref[g]) for g, c in counts.items()))
-        totals.append(sum(counts.values()))
-    return matches, totals, ref_len
-
-
-def _bleu(matches, totals, cand_len, ref_len):
-    """BLEU-1..n from n-gram matches and totals and the two lengths."""
-    max_n = len(matches)
     if cand_len == 0:
         return [0.0] * max_n
     brevity = 1.0 if cand_len > ref_len else math.exp(1.0 - ref_len / cand_len)

@@ -27,12 +27,11 @@ import theano
 import theano.tensor as T
 
 from captioning.decode import sample
-from captioning.metrics import CiderD, sentence_bleu
-from captioning.text import END, START, ptb_tokenize
+from captioning.text import END, START
 
 __all__ = ["SAMPLES", "IMAGES_PER_STEP", "LEARNING_RATE", "MAX_WORDS",
-           "MAX_NORM", "ROUND_STEPS", "CROSS_ENTROPY_WEIGHT", "REWARD", "Reward", "advantages",
-           "sampled_tokens", "sampled_matrix", "SelfCritical"]
+           "MAX_NORM", "ROUND_STEPS", "CROSS_ENTROPY_WEIGHT", "advantages", "sampled_tokens",
+           "sampled_matrix", "SelfCritical"]
 
 SAMPLES = 5            # captions drawn per photo (the baseline needs >= 2)
 IMAGES_PER_STEP = 16   # so 80 captions per step
@@ -45,37 +44,6 @@ ROUND_STEPS = 80
 # weight of the reference captions' cross-entropy (per caption, summed over
 # its words) against the sampled captions' advantages
 CROSS_ENTROPY_WEIGHT = 0.0
-# a sampled caption's reward: these metrics against its photo's training
-# captions, weighted and summed
-REWARD = {"CIDEr-D": 1.0, "BLEU-4": 0.0}
-
-
-class Reward:
-    """What a sampled caption earns (``REWARD``'s weighted sum).
-
-    ``references``: each training photo's captions. CIDEr-D's document
-    frequencies are those of these photos (:class:`CiderD`); BLEU-4 is
-    :func:`captioning.metrics.sentence_bleu`, smoothed, against the photo's
-    own captions.
-    """
-
-    def __init__(self, references, weights=None):
-        self.weights = dict(REWARD if weights is None else weights)
-        unknown = set(self.weights) - {"CIDEr-D", "BLEU-4"}
-        if unknown:
-            raise ValueError("no such reward metric: %s" % ", ".join(sorted(unknown)))
-        self.cider = CiderD(references)
-        self.references = [[ptb_tokenize(r) for r in refs] for refs in references]
-
-    def score(self, caption, image):
-        """The reward of ``caption`` (string or tokens) for photo ``image``."""
-        total = 0.0
-        if self.weights.get("CIDEr-D"):
-            total += self.weights["CIDEr-D"] * self.cider.score(caption, image)
-        if self.weights.get("BLEU-4"):
-            total += self.weights["BLEU-4"] * sentence_bleu(
-                caption, self.references[image])
-        return total
 
 
 def advantages(rewards):
@@ -160,8 +128,8 @@ class SelfCritical:
         (photos, SAMPLES).
 
         ``codes``: the photos' raw CNN codes; ``images``: their indices in
-        ``scorer`` (a :class:`Reward` of the training captions, or anything
-        with its ``score(caption, image)``); ``rng``: a ``np.random.RandomState`` for the samples;
+        ``scorer`` (a :class:`captioning.metrics.CiderD` of the training
+        captions); ``rng``: a ``np.random.RandomState`` for the samples;
         ``references``: each photo's training captions as token lists
         (``#START#`` ... ``#END#``), needed when ``cross_entropy_weight``
         is above 0.

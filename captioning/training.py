@@ -372,7 +372,7 @@ def self_critical_settings(meta):
     """What a self-critical state depends on: its own settings and the
     cross-entropy run's (a resume must match all of it)."""
     from captioning import self_critical as sc
-    return {"cross_entropy": meta, "reward": dict(sc.REWARD),
+    return {"cross_entropy": meta, "reward": "CIDEr-D",
             "baseline": "mean reward of the photo's other samples",
             "samples": sc.SAMPLES, "images_per_step": sc.IMAGES_PER_STEP,
             "steps_per_round": sc.ROUND_STEPS,
@@ -445,10 +445,11 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
     from captioning.checkpoint import (CheckpointMismatch, check_meta,
                                        load_checkpoint, read_checkpoint,
                                        save_checkpoint)
+    from captioning.metrics import CiderD
     from captioning.model_dir import load_params, save_model
     from captioning.self_critical import (CROSS_ENTROPY_WEIGHT,
                                           IMAGES_PER_STEP, ROUND_STEPS,
-                                          Reward, SelfCritical)
+                                          SelfCritical)
 
     state_path = out / SELF_CRITICAL_STATE
     settings = self_critical_settings(meta)
@@ -487,7 +488,7 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
         print("cross-entropy model: selection BLEU-4 %.3f, CIDEr-D %.3f (beam "
               "%d)" % (start["bleu4"], start["cider"], SELECTION_BEAM),
               file=sys.stderr)
-    scorer = Reward(train_caps)
+    scorer = CiderD(train_caps)
     from captioning.text import caption_tokens
     # each photo's training captions as cross-entropy training read them
     own = [[caption_tokens(c)[:MAX_TOKENS] for c in caps] for caps in train_caps]

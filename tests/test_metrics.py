@@ -1,13 +1,11 @@
-"""BLEU against nltk's corpus_bleu and sentence_bleu; CIDEr-D against a
-hand-worked example."""
+"""BLEU against nltk's corpus_bleu; CIDEr-D against a hand-worked example."""
 import math
-import random
 import warnings
 
 import pytest
 from nltk.translate import bleu_score as nltk_bleu
 
-from captioning.metrics import cider_d, corpus_bleu, score_captions, sentence_bleu
+from captioning.metrics import cider_d, corpus_bleu, score_captions
 from captioning.text import ptb_tokenize
 
 CORPORA = {
@@ -61,47 +59,6 @@ def test_bleu_matches_nltk(name):
         # nltk returns ~1e-300 instead of 0 when an order has no match
         assert ours[n - 1] == pytest.approx(expected, rel=1e-9, abs=1e-12), \
             "BLEU-%d on %r: ours %r, nltk %r" % (n, name, ours[n - 1], expected)
-
-
-def nltk_sentence(candidate, references):
-    """nltk's smoothed sentence BLEU-4 (Lin and Och: its method2)."""
-    cand = ptb_tokenize(candidate)
-    if not cand:
-        return 0.0      # nltk divides by the length; ours says 0
-    smooth = nltk_bleu.SmoothingFunction().method2
-    return nltk_bleu.sentence_bleu([ptb_tokenize(r) for r in references], cand,
-                                   smoothing_function=smooth)
-
-
-@pytest.mark.parametrize("name", sorted(CORPORA))
-def test_sentence_bleu_matches_nltk(name):
-    for candidate, references in zip(*CORPORA[name]):
-        assert sentence_bleu(candidate, references) == pytest.approx(
-            nltk_sentence(candidate, references), rel=1e-12)
-
-
-def test_sentence_bleu_matches_nltk_on_random_captions():
-    # short captions (fewer than 4 words), no match at all, repeated words
-    rng = random.Random(0)
-    words = "a dog cat runs on the grass man red ball".split()
-    for _ in range(500):
-        candidate = [rng.choice(words) for _ in range(rng.randint(0, 9))]
-        references = [[rng.choice(words) for _ in range(rng.randint(1, 10))]
-                      for _ in range(rng.randint(1, 5))]
-        assert sentence_bleu(candidate, references) == pytest.approx(
-            nltk_sentence(candidate, references), rel=1e-12, abs=1e-15)
-
-
-def test_sentence_bleu_by_hand():
-    # "a dog runs on grass" against "a dog runs on the grass": p1 = 5/5,
-    # p2 = (3+1)/(4+1), p3 = (2+1)/(3+1) ("a dog runs", "dog runs on"),
-    # p4 = (1+1)/(2+1); BP = exp(1 - 6/5)
-    expected = math.exp(-0.2) * (1 * 0.8 * 0.75 * (2 / 3)) ** 0.25
-    assert sentence_bleu("a dog runs on grass",
-                         ["a dog runs on the grass"]) == pytest.approx(expected)
-    assert sentence_bleu("cat", ["a dog"]) == 0.0
-    with pytest.raises(ValueError):
-        sentence_bleu("a dog", [])
 
 
 def test_bleu_is_corpus_level_not_an_average():

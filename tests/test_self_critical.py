@@ -12,7 +12,7 @@ from _caption_fakes import (WORDS, fake_codes, fake_regions,
 import theano
 from captioning.metrics import CiderD, cider_d
 from captioning.model import CaptionModel, Vocabulary
-from captioning.self_critical import (SAMPLES, Reward, SelfCritical, advantages,
+from captioning.self_critical import (SAMPLES, SelfCritical, advantages,
                                       sampled_matrix)
 from captioning.text import END, START
 from captioning.training import (round_chunks, self_critical_kept,
@@ -231,21 +231,3 @@ def test_the_cross_entropy_term_makes_the_own_captions_likelier():
         trainer.step(codes, np.array([0, 1]), scorer, rng, own, 20.0)
     after = losses(model.prepare_codes(codes), matrix)
     assert (after < before).all()
-
-
-def test_the_reward_is_the_weighted_sum_of_cider_d_and_sentence_bleu():
-    from nltk.translate import bleu_score as nltk_bleu
-    references = [["a dog runs on the grass", "a brown dog running"],
-                  ["two men play soccer"], ["a cat sits on the mat"]]
-    cider = CiderD(references)
-    smooth = nltk_bleu.SmoothingFunction().method2
-    for caption, image in (("a dog runs on grass", 0), ("men play", 1),
-                           ("a cat on the mat", 2), ("a dog", 2)):
-        bleu = nltk_bleu.sentence_bleu([r.split() for r in references[image]],
-                                       caption.split(), smoothing_function=smooth)
-        assert Reward(references, {"CIDEr-D": 1.0, "BLEU-4": 2.0}).score(
-            caption, image) == pytest.approx(cider.score(caption, image) + 2 * bleu)
-        assert Reward(references, {"CIDEr-D": 1.0}).score(
-            caption, image) == pytest.approx(cider.score(caption, image))
-    with pytest.raises(ValueError, match="METEOR"):
-        Reward(references, {"METEOR": 1.0})
