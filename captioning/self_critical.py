@@ -14,10 +14,7 @@ REINFORCE with that baseline: one teacher-forced pass over the sampled
 captions, each caption's cross-entropy
 (:meth:`captioning.model.CaptionModel.caption_losses`) weighted by its
 advantage. Dropout stays off in that pass too, so the update is for the
-model that sampled. ``CROSS_ENTROPY_WEIGHT`` adds the photos' own training
-captions to that pass with a constant positive weight: their cross-entropy
-keeps the model near fluent, human-length captions while the metric pulls
-it (a "mixed objective", Paulus et al. 2017).
+model that sampled.
 """
 import captioning.stack  # noqa: F401  (Theano flags and the Lasagne backport first)
 
@@ -30,8 +27,7 @@ from captioning.decode import sample
 from captioning.text import END, START
 
 __all__ = ["SAMPLES", "IMAGES_PER_STEP", "LEARNING_RATE", "MAX_WORDS",
-           "MAX_NORM", "ROUND_STEPS", "CROSS_ENTROPY_WEIGHT", "advantages", "sampled_tokens",
-           "sampled_matrix", "SelfCritical"]
+           "MAX_NORM", "ROUND_STEPS", "advantages", "sampled_matrix", "SelfCritical"]
 
 SAMPLES = 5            # captions drawn per photo (the baseline needs >= 2)
 IMAGES_PER_STEP = 16   # so 80 captions per step
@@ -41,9 +37,6 @@ MAX_NORM = 5.0         # the gradient's total norm is scaled down to this
 # updates between two looks at the selection photos: at 5e-5, Flickr8k's
 # selection BLEU-4 rose for ~250 updates, then fell
 ROUND_STEPS = 80
-# weight of the reference captions' cross-entropy (per caption, summed over
-# its words) against the sampled captions' advantages
-CROSS_ENTROPY_WEIGHT = 0.0
 
 
 def advantages(rewards):
@@ -61,17 +54,13 @@ def advantages(rewards):
     return rewards - others
 
 
-def sampled_tokens(captions, max_words=MAX_WORDS):
-    """Sampled captions (lists of words) as the model reads them:
-    ``#START#``, the words, ``#END#``; a caption cut at ``max_words`` gets
-    no ``#END#`` (the model did not choose to end it)."""
-    return [[START] + list(words) + ([END] if len(words) < max_words else [])
-            for words in captions]
-
-
 def sampled_matrix(vocab, captions, max_words=MAX_WORDS):
-    """The token matrix of :func:`sampled_tokens`."""
-    return vocab.as_matrix(sampled_tokens(captions, max_words))
+    """The token matrix of sampled captions (lists of words): ``#START#``,
+    the words, ``#END#``; a caption cut at ``max_words`` gets no ``#END#``
+    (the model did not choose to end it)."""
+    return vocab.as_matrix([[START] + list(words)
+                            + ([END] if len(words) < max_words else [])
+                            for words in captions])
 
 
 class SelfCritical:
@@ -87,20 +76,18 @@ class SelfCritical:
     def __init__(self, model, learning_rate=LEARNING_RATE):
         self.model = model
         weights = model.params(trainable=True)
-        # each row's weight: a sample's advantage over the number of
-        # samples, or a reference caption's share of CROSS_ENTROPY_WEIGHT
-        row_weight = T.vector("row_weight")
+        advantage = T.vector("advantage")
         losses = model.caption_losses()
-        objective = (row_weight * losses).sum()
+        objective = (advantage * losses).sum() / advantage.shape[0]
         gradients = lasagne.updates.total_norm_constraint(
             theano.grad(objective, weights), MAX_NORM)
         self.learning_rate = theano.shared(np.float32(learning_rate),
                                            name="self_critical_learning_rate")
         self.updates = lasagne.updates.adam(gradients, weights,
                                             learning_rate=self.learning_rate)
-        # returns the captions' mean cross-entropy before the update
+        # returns the sampled captions' mean cross-entropy before the update
         self.update = theano.function(
-            [model.image_vectors, model.sentences, row_weight], losses.mean(),
+            [model.image_vectors, model.sentences, advantage], losses.mean(),
             updates=self.updates, mode=model.train_mode(),
             name="self_critical_step")
 
@@ -122,33 +109,20 @@ class SelfCritical:
                 var.set_value(np.zeros_like(value))
         self.learning_rate.set_value(np.float32(learning_rate))
 
-    def step(self, codes, images, scorer, rng, references=None,
-             cross_entropy_weight=CROSS_ENTROPY_WEIGHT):
+    def step(self, codes, images, scorer, rng):
         """One update on a batch of photos; returns their samples' rewards
         (photos, SAMPLES).
 
         ``codes``: the photos' raw CNN codes; ``images``: their indices in
         ``scorer`` (a :class:`captioning.metrics.CiderD` of the training
-        captions); ``rng``: a ``np.random.RandomState`` for the samples;
-        ``references``: each photo's training captions as token lists
-        (``#START#`` ... ``#END#``), needed when ``cross_entropy_weight``
-        is above 0.
+        captions); ``rng``: a ``np.random.RandomState`` for the samples.
         """
-        codes = np.asarray(codes)
-        repeated = np.repeat(codes, SAMPLES, axis=0)
+        repeated = np.repeat(np.asarray(codes), SAMPLES, axis=0)
         captions = sample(self.model, repeated, max_len=MAX_WORDS, rng=rng)
         rewards = np.array([scorer.score(words, image) for words, image in
                             zip(captions, np.repeat(images, SAMPLES))])
         rewards = rewards.reshape(len(images), SAMPLES)
-        rows = sampled_tokens(captions)
-        weights = list(advantages(rewards).ravel() / len(captions))
-        if cross_entropy_weight > 0:
-            own = [(i, tokens) for i, refs in enumerate(references)
-                   for tokens in refs]
-            repeated = np.concatenate([repeated, codes[[i for i, _ in own]]])
-            rows += [tokens for _, tokens in own]
-            weights += [cross_entropy_weight / len(own)] * len(own)
         self.update(self.model.prepare_codes(repeated),
-                    self.model.vocab.as_matrix(rows),
-                    np.asarray(weights, dtype="float32"))
+                    sampled_matrix(self.model.vocab, captions),
+                    advantages(rewards).ravel().astype("float32"))
         return rewards

@@ -378,8 +378,7 @@ def self_critical_settings(meta):
             "steps_per_round": sc.ROUND_STEPS,
             "learning_rate": sc.LEARNING_RATE, "max_words": sc.MAX_WORDS,
             "max_norm": sc.MAX_NORM, "selection_beam": SELECTION_BEAM,
-            "patience_rounds": SELF_CRITICAL_PATIENCE,
-            "cross_entropy_weight": sc.CROSS_ENTROPY_WEIGHT}
+            "patience_rounds": SELF_CRITICAL_PATIENCE}
 
 
 def self_critical_kept(history, start_bleu4):
@@ -447,8 +446,7 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
                                        save_checkpoint)
     from captioning.metrics import CiderD
     from captioning.model_dir import load_params, save_model
-    from captioning.self_critical import (CROSS_ENTROPY_WEIGHT,
-                                          IMAGES_PER_STEP, ROUND_STEPS,
+    from captioning.self_critical import (IMAGES_PER_STEP, ROUND_STEPS,
                                           SelfCritical)
 
     state_path = out / SELF_CRITICAL_STATE
@@ -489,9 +487,6 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
               "%d)" % (start["bleu4"], start["cider"], SELECTION_BEAM),
               file=sys.stderr)
     scorer = CiderD(train_caps)
-    from captioning.text import caption_tokens
-    # each photo's training captions as cross-entropy training read them
-    own = [[caption_tokens(c)[:MAX_TOKENS] for c in caps] for caps in train_caps]
     clock = lambda: time.time() - started + spent
     tuned = {k: v for k, v in settings.items() if k != "cross_entropy"}
     while not self_critical_stop(history, start, rounds, clock(), budget):
@@ -503,9 +498,8 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
         bar = tqdm(chunks, desc="self-critical round %d" % index,
                    unit="batch", file=sys.stderr, mininterval=2)
         for chunk in bar:
-            rewards.append(trainer.step(
-                train_codes[chunk], chunk, scorer, rng,
-                [own[i] for i in chunk], CROSS_ENTROPY_WEIGHT).mean())
+            rewards.append(trainer.step(train_codes[chunk], chunk, scorer,
+                                        rng).mean())
             bar.set_postfix(reward="%.3f" % np.mean(rewards[-20:]),
                             refresh=False)
             if clock() > budget:
