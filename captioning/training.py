@@ -458,8 +458,9 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
             check_meta(state_path, saved, settings)
         except CheckpointMismatch as error:
             raise TrainingError("cannot resume self-critical training: %s. "
-                                "Delete %s to start it afresh from the kept "
-                                "cross-entropy weights" % (error, state_path))
+                                "Delete %s to start it afresh from the "
+                                "weights now in params.npz"
+                                % (error, state_path))
         except (OSError, ValueError, KeyError) as error:
             raise TrainingError("cannot read %s: %s; delete it to start "
                                 "self-critical training afresh"
@@ -657,6 +658,14 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
         history, spent = state["history"], state["seconds"]
         reason = stop_reason(history, spent, epochs, xe_minutes, patience)
         xe_done = reason is not None
+        if not xe_done and (out / SELF_CRITICAL_STATE).exists():
+            # params.npz may hold a self-critical round by now, and the
+            # rounds started from the cross-entropy epoch kept back then
+            raise TrainingError(
+                "%s went on to self-critical training after epoch %d; its "
+                "cross-entropy training cannot be extended (%s): --out a new "
+                "directory" % (out, len(history), "more epochs, minutes or "
+                               "patience than it stopped with"))
         if xe_done and not self_critical_rounds:
             print("%s is finished after epoch %d: %s; nothing to do. To "
                   "train more, %s, or --out a new directory"

@@ -333,6 +333,16 @@ def test_self_critical_rounds_follow_a_finished_cross_entropy_run(env, tmp_path,
     # the cross-entropy history is kept as it was
     assert training["history"] == first["history"]
     assert len(training["self_critical"]["history"]) == 1
+    # more cross-entropy epochs after the rounds: refused, nothing touched
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    capsys.readouterr()
+    assert main(["train", "--flickr8k", str(env), "--out", str(out), "--epochs",
+                 "2", "--self-critical-rounds", "1"] + TINY) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "went on to self-critical training after epoch 1" in err
+    assert "cannot be extended" in err
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
 
 
 @pytest.mark.parametrize("options, message", [
