@@ -296,16 +296,15 @@ def plot_history(history, path, kept=None, stopped=None, self_critical=None):
         for key, label, color in (("selection_bleu4", "BLEU-4", "C2"),
                                   ("selection_cider", "CIDEr-D / 4", "C4")):
             scale = 0.25 if key == "selection_cider" else 1.0
-            # each round starts from the one before it, or, after a round
-            # without a new best, from the best (training went back to it)
-            came_from = best = start
-            for h in self_critical["history"]:
+            # each round starts from the round kept before it (training
+            # goes back to it after a round without a new best)
+            history = self_critical["history"]
+            for i, h in enumerate(history):
+                kept = self_critical_kept(history[:i], start["selection_bleu4"])
+                came_from = history[kept - 1] if kept else start
                 ax3.plot([came_from["round"], h["round"]],
                          [scale * came_from[key], scale * h[key]], "s-",
                          color=color)
-                if h["selection_bleu4"] > best["selection_bleu4"]:
-                    best = h
-                came_from = best
             ax3.plot([0], [scale * start[key]], "s", color=color,
                      label="selection " + label)
         if self_critical.get("round"):
@@ -663,9 +662,9 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
             # rounds started from the cross-entropy epoch kept back then
             raise TrainingError(
                 "%s went on to self-critical training after epoch %d; its "
-                "cross-entropy training cannot be extended (%s): --out a new "
-                "directory" % (out, len(history), "more epochs, minutes or "
-                               "patience than it stopped with"))
+                "cross-entropy training cannot be extended (more epochs, "
+                "minutes or patience than it stopped with): --out a new "
+                "directory" % (out, len(history)))
         if xe_done and not self_critical_rounds:
             print("%s is finished after epoch %d: %s; nothing to do. To "
                   "train more, %s, or --out a new directory"
