@@ -13,6 +13,8 @@ updates.
 """
 import contextlib
 
+import captioning.stack  # noqa: F401  (Theano flags first)
+
 import numpy as np
 import theano
 
