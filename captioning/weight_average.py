@@ -13,8 +13,6 @@ updates.
 """
 import contextlib
 
-import captioning.stack  # noqa: F401  (Theano flags first)
-
 import numpy as np
 import theano
 
