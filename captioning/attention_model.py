@@ -69,10 +69,6 @@ ATTENTION_HYPER = {
     "deep_output_nonlinearity": "linear",   # or "tanh"
     # False keeps the embedding at its initial value (e.g. word vectors)
     "train_embedding": True,
-    # caption train: the selection photos judge, and params.npz keeps, this
-    # moving average of the weights (captioning.weight_average; 0: the
-    # weights themselves). Not part of the graph
-    "weight_average": 0.999,
 }
 
 DEEP_OUTPUT_NONLINEARITIES = {"linear": None, "tanh": nonlinearities.tanh}
@@ -113,8 +109,7 @@ class AttentionCaptionModel(CaptionModel):
     # (training_gradients); CAPTION_SPEEDUPS=0: inside it, Theano's way
     probe_context_gradient = SPEEDUPS
     # what model directories saved before these keys existed were trained with
-    hyper_before_added = {"region_units": 0, "region_dropout_mode": "element",
-                          "weight_average": 0}
+    hyper_before_added = {"region_units": 0, "region_dropout_mode": "element"}
 
     # ------------------------------------------------------------ the graph
     def _build_graph(self):

@@ -15,10 +15,7 @@ estimate. Writes into ``--out``:
     The model of the epoch with the lowest selection loss, read by
     ``caption describe`` and ``caption evaluate``; ``model.json`` also holds
     the history, the kept epoch, the selection photos and why training
-    stopped. With a ``weight_average`` hyper-parameter (the attention
-    model's), the selection photos judge, and ``params.npz`` keeps, the
-    moving average of the weights (:mod:`captioning.weight_average`), not
-    the weights of the last step.
+    stopped.
 ``train_state.npz``
     The latest epoch's weights, Adam's moments, the history and the
     settings they depend on (hyper-parameters, vocabulary, a fingerprint of
@@ -325,13 +322,12 @@ def plot_history(history, path, kept=None, stopped=None, self_critical=None):
     plt.close(fig)
 
 
-def _state_variables(model, average=None):
+def _state_variables(model):
     """Everything a resumed run needs, in a fixed order."""
     model.compile_train()
     named = model.named_params()
     return ([named[k] for k in sorted(named)] + model.optimizer_state()
-            + [model.learning_rate]
-            + (average.state_variables() if average is not None else []))
+            + [model.learning_rate])
 
 
 def run_settings(hyper, batch_size, vocab, train_data, selection_data, encoder,
@@ -600,7 +596,6 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     from captioning.cnn.encode import Encoder
     from captioning.model_dir import ARCHS, read_config, save_model
     from captioning.text import Vocabulary
-    from captioning.weight_average import WeightAverage, applied
 
     started = time.time()
     encoder = Encoder() if encoder is None else encoder
@@ -683,13 +678,9 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
             word_vectors, vocab, hyper["embed_size"], train_tokens)
     model = model_class(vocab, seed=SEED, embedding=embedding, **hyper)
     model.encoder_record = encoder.record()
-    # the selection photos judge, and params.npz keeps, the weights' moving
-    # average (the attention model's hyper-parameter; 0 or absent: off)
-    average = WeightAverage(model.params(trainable=True), hyper["weight_average"]) \
-        if hyper.get("weight_average") else None
     if history:
         # its settings were checked above, before anything was compiled
-        load_checkpoint(str(state_path), _state_variables(model, average))
+        load_checkpoint(str(state_path), _state_variables(model))
         model.code_mean = np.array(state["code_mean"], "float32")
         model.code_std = np.array(state["code_std"], "float32")
         print("resuming %s after epoch %d (%.1f min spent)"
@@ -747,15 +738,12 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
             n = float((matrix[:, 1:] != -1).sum())
             total += float(train_step(batch_codes(train_rows[chunk]), matrix)) * n
             count += n
-            if average is not None:
-                average.update()
             bar.set_postfix(loss="%.3f" % (total / count), refresh=False)
             if time.time() - started + spent > budget:
                 break
         bar.close()
-        with applied(average):
-            sel_loss, scores = evaluate_selection(model, sel_codes, sel_rows,
-                                                  sel_tokens, sel_caps)
+        sel_loss, scores = evaluate_selection(model, sel_codes, sel_rows,
+                                              sel_tokens, sel_caps)
         lr = float(model.learning_rate.get_value())
         elapsed = time.time() - started + spent
         record = {"epoch": epoch, "train_loss": total / max(count, 1),
@@ -776,10 +764,9 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
         # model.json always has the whole history
         kept = kept_epoch(history)
         training.update(history=history, epoch=kept)
-        with applied(average):
-            save_model(model, out, extra={"training": training},
-                       weights=kept == epoch or not (out / "params.npz").exists())
-        save_checkpoint(str(state_path), _state_variables(model, average),
+        save_model(model, out, extra={"training": training},
+                   weights=kept == epoch or not (out / "params.npz").exists())
+        save_checkpoint(str(state_path), _state_variables(model),
                         {"history": history, "seconds": elapsed,
                          "code_mean": model.code_mean.tolist(),
                          "code_std": model.code_std.tolist()}, meta)
