@@ -293,17 +293,19 @@ def plot_history(history, path, kept=None, stopped=None, self_critical=None):
     if self_critical:
         ax3 = axes[2]
         start = dict(self_critical["start"], round=0)
+        rounds = self_critical["history"]
+        # each round starts from the round kept before it (training goes
+        # back to it after a round without a new best)
+        came_from = []
+        for i in range(len(rounds)):
+            before = self_critical_kept(rounds[:i], start["selection_bleu4"])
+            came_from.append(rounds[before - 1] if before else start)
         for key, label, color in (("selection_bleu4", "BLEU-4", "C2"),
                                   ("selection_cider", "CIDEr-D / 4", "C4")):
             scale = 0.25 if key == "selection_cider" else 1.0
-            # each round starts from the round kept before it (training
-            # goes back to it after a round without a new best)
-            history = self_critical["history"]
-            for i, h in enumerate(history):
-                kept = self_critical_kept(history[:i], start["selection_bleu4"])
-                came_from = history[kept - 1] if kept else start
-                ax3.plot([came_from["round"], h["round"]],
-                         [scale * came_from[key], scale * h[key]], "s-",
+            for origin, h in zip(came_from, rounds):
+                ax3.plot([origin["round"], h["round"]],
+                         [scale * origin[key], scale * h[key]], "s-",
                          color=color)
             ax3.plot([0], [scale * start[key]], "s", color=color,
                      label="selection " + label)
