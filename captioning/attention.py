@@ -40,7 +40,7 @@ from captioning.stack.lasagne_compat.lstm import (GATES, add_init_incomings,
                                             lstm_gates, stacked_weights)
 
 __all__ = ["AttentionLSTMLayer", "AttentionPart", "FeatureDropoutLayer",
-           "regions_gradient"]
+           "HiddenAttentionLayer", "regions_gradient"]
 
 
 class FeatureDropoutLayer(Layer):
@@ -359,18 +359,19 @@ class AttentionLSTMLayer(MergeLayer):
 
 
 class AttentionPart(Layer):
-    """One of an :class:`AttentionLSTMLayer`'s outputs, per tick.
+    """One of an :class:`AttentionLSTMLayer`'s (or a
+    :class:`HiddenAttentionLayer`'s) outputs, per tick.
 
-    ``part`` is ``"hid"`` (batch, time, num_units), ``"context"`` (the gated
-    z_t, (batch, time, region_size)) or ``"attention"`` (alpha_t, (batch,
-    time, n_regions)).
+    ``part`` is ``"hid"`` (batch, time, num_units; the LSTM only),
+    ``"context"`` (the gated z_t, or c_t, (batch, time, region_size)) or
+    ``"attention"`` (alpha_t, (batch, time, n_regions)).
     """
 
     def __init__(self, incoming, part, **kwargs):
         super().__init__(incoming, **kwargs)
-        if not isinstance(incoming, AttentionLSTMLayer):
-            raise TypeError("AttentionPart takes an AttentionLSTMLayer, not %r"
-                            % (incoming,))
+        if not isinstance(incoming, (AttentionLSTMLayer, HiddenAttentionLayer)):
+            raise TypeError("AttentionPart takes an AttentionLSTMLayer or a "
+                            "HiddenAttentionLayer, not %r" % (incoming,))
         slices = incoming.part_slices()
         if part not in slices:
             raise ValueError("part must be one of %s, not %r"
@@ -386,6 +387,91 @@ class AttentionPart(Layer):
 
     def get_output_for(self, input, **kwargs):
         return input[:, :, self.slice]
+
+
+class HiddenAttentionLayer(MergeLayer):
+    """Soft attention from each tick's *new* hidden state (Lu et al. 2017,
+    arXiv 1612.01887, sec. 2.2, their "spatial attention")::
+
+        e_ti    = w_att . tanh(a_i W_att + b_att + h_t W_hid_att)
+        alpha_t = softmax_i(e_t)
+        c_t     = sum_i alpha_ti a_i
+
+    Xu et al.'s layer looks with ``h_{t-1}``, before the tick has read the
+    word it was given; here the tick has read it, so ``alpha_t`` is where
+    the word about to be predicted is looked for. Nothing is fed back into
+    the LSTM, so no scan: all ticks at once, after the decoder.
+
+    Parameters
+    ----------
+    incoming : Layer or shape tuple
+        The hidden states ``(batch, time, num_units)``.
+    regions : Layer or shape tuple
+        ``(batch, n_regions, region_size)``; ``region_size`` known.
+    attention_units : int
+        Width of the attention MLP (A).
+    W_att, W_hid_att, b_att, w_att : initialisers
+        ``(region_size, A)``, ``(num_units, A)``, ``(A,)``, ``(A,)``.
+
+    Output: ``(batch, time, region_size + n_regions)``, at tick t
+    ``[c_t, alpha_t]`` (:meth:`part_slices`; :class:`AttentionPart` takes
+    one out).
+    """
+
+    def __init__(self, incoming, regions, attention_units,
+                 W_att=init.GlorotUniform(), W_hid_att=init.GlorotUniform(),
+                 b_att=init.Constant(0.), w_att=init.Normal(0.1), **kwargs):
+        super().__init__([incoming, regions], **kwargs)
+        hid_shape, region_shape = self.input_shapes
+        if len(hid_shape) != 3 or hid_shape[2] is None:
+            raise ValueError("the hidden states must be (batch, time, units) "
+                             "with known units, not %r" % (hid_shape,))
+        if len(region_shape) != 3 or region_shape[2] is None:
+            raise ValueError("the regions must be (batch, n_regions, features)"
+                             " with known features, not %r" % (region_shape,))
+        self.num_units, self.region_size = hid_shape[2], region_shape[2]
+        self.attention_units = A = attention_units
+        self.W_att = self.add_param(W_att, (self.region_size, A), name="W_att")
+        self.b_att = self.add_param(b_att, (A,), name="b_att",
+                                    regularizable=False)
+        self.W_hid_att = self.add_param(W_hid_att, (self.num_units, A),
+                                        name="W_hid_att")
+        self.w_att = self.add_param(w_att, (A,), name="w_att")
+
+    def get_output_shape_for(self, input_shapes):
+        """``(batch, time, region_size + n_regions)``."""
+        batch, time = input_shapes[0][:2]
+        n_regions = input_shapes[1][1]
+        width = None if n_regions is None else self.region_size + n_regions
+        return batch, time, width
+
+    def part_slices(self):
+        """``{"context" | "attention": slice}`` of the last axis."""
+        return {"context": slice(0, self.region_size),
+                "attention": slice(self.region_size, None)}
+
+    def project_regions(self, regions):
+        """``a W_att + b_att`` (batch, n_regions, A): once per image."""
+        return T.dot(regions, self.W_att) + self.b_att
+
+    def step(self, hid, regions, projected):
+        """One tick: ``hid`` (batch, num_units), ``regions`` and their
+        :meth:`project_regions` as in :meth:`AttentionLSTMLayer.step`.
+        Returns ``context (batch, region_size), alpha (batch, n_regions)``."""
+        summed = projected + T.dot(hid, self.W_hid_att).dimshuffle(0, "x", 1)
+        alpha = T.nnet.softmax(T.dot(T.tanh(summed), self.w_att))
+        return T.batched_dot(alpha, regions), alpha
+
+    def get_output_for(self, inputs, **kwargs):
+        hids, regions = inputs
+        # (batch, time, regions, A): every tick against every region at once
+        summed = (self.project_regions(regions).dimshuffle(0, "x", 1, 2)
+                  + T.dot(hids, self.W_hid_att).dimshuffle(0, 1, "x", 2))
+        scores = T.dot(T.tanh(summed), self.w_att)      # (batch, time, regions)
+        alpha = T.nnet.softmax(scores.reshape((-1, scores.shape[2]))) \
+            .reshape(scores.shape)
+        context = T.batched_dot(alpha, regions)         # (batch, time, D)
+        return T.concatenate([context, alpha], axis=2)
 
 
 def regions_gradient(alphas, probe_gradient):

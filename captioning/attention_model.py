@@ -16,6 +16,11 @@ count as the cross-entropy (so ``lambda`` weighs it as in the paper's
 per-caption sums). The paper's eq. 7 is linear inside ``L_o``; the authors'
 code puts a tanh there (``deep_output_nonlinearity``).
 
+With ``attend="after"`` the LSTM is the seminar's (no context in), and the
+context comes from ``h_t`` instead (Lu et al. 2017's spatial attention,
+:class:`captioning.attention.HiddenAttentionLayer`) and goes to the deep
+output as ``L_c c_t``; ``"both"`` keeps Xu's and adds this one.
+
 It is a :class:`captioning.model.CaptionModel` with another graph: the same
 ``train_step``/``val_step``/``get_probs``/``prepare_codes``, weights by name,
 ``learning_rate`` and Adam state; its image input is the regions
@@ -30,13 +35,14 @@ import theano.tensor as T
 from lasagne import nonlinearities
 from lasagne.layers import (DenseLayer, DimshuffleLayer, DropoutLayer,
                             ElemwiseSumLayer, EmbeddingLayer, GlobalPoolLayer,
-                            InputLayer, NonlinearityLayer, get_all_layers,
-                            get_all_params, get_output)
+                            InputLayer, LSTMLayer, NonlinearityLayer,
+                            get_all_layers, get_all_params, get_output)
 
 from broadcast import BroadcastLayer, UnbroadcastLayer
 from captioning.attention import (AttentionLSTMLayer, AttentionPart,
-                                  FeatureDropoutLayer, regions_gradient)
-from captioning.model import CaptionModel
+                                  FeatureDropoutLayer, HiddenAttentionLayer,
+                                  regions_gradient)
+from captioning.model import CaptionModel, lstm_tick
 from captioning.stack.theano_setup import SPEEDUPS
 from captioning.text import PAD_ix
 
@@ -67,6 +73,11 @@ ATTENTION_HYPER = {
     # lambda of the doubly stochastic regulariser; 0 turns it off
     "attention_penalty": 1.0,
     "deep_output_nonlinearity": "linear",   # or "tanh"
+    # when the decoder looks at the regions: "before" each tick, with
+    # h_{t-1}, feeding the context into the LSTM (Xu et al.); "after" it,
+    # with h_t, the context going to the deep output only (Lu et al. 2017's
+    # spatial attention: HiddenAttentionLayer); "both"
+    "attend": "before",
     # False keeps the embedding at its initial value (e.g. word vectors)
     "train_embedding": True,
 }
@@ -109,7 +120,8 @@ class AttentionCaptionModel(CaptionModel):
     # (training_gradients); CAPTION_SPEEDUPS=0: inside it, Theano's way
     probe_context_gradient = SPEEDUPS
     # what model directories saved before these keys existed were trained with
-    hyper_before_added = {"region_units": 0, "region_dropout_mode": "element"}
+    hyper_before_added = {"region_units": 0, "region_dropout_mode": "element",
+                          "attend": "before"}
 
     # ------------------------------------------------------------ the graph
     def _build_graph(self):
@@ -155,25 +167,53 @@ class AttentionCaptionModel(CaptionModel):
                             name="hid_init")
         l_cell0 = DenseLayer(l_mean, H, nonlinearity=nonlinearities.tanh,
                              name="cell_init")
-        decoder = AttentionLSTMLayer(
-            l_embedding, l_regions, H, attention_units=h["attention_units"],
-            mask_input=l_mask, hid_init=l_hid0, cell_init=l_cell0,
-            peepholes=False, grad_clipping=h["grad_clipping"], name="decoder")
-        l_hid = AttentionPart(decoder, "hid", name="hid")
-        l_context = AttentionPart(decoder, "context", name="context")
-        l_attention = AttentionPart(decoder, "attention", name="attention")
+        before, after = h["attend"] in ("before", "both"), \
+            h["attend"] in ("after", "both")
+        if h["attend"] not in ("before", "after", "both"):
+            raise ValueError("attend must be 'before', 'after' or 'both', "
+                             "got %r" % (h["attend"],))
+        if before:
+            decoder = AttentionLSTMLayer(
+                l_embedding, l_regions, H, attention_units=h["attention_units"],
+                mask_input=l_mask, hid_init=l_hid0, cell_init=l_cell0,
+                peepholes=False, grad_clipping=h["grad_clipping"],
+                name="decoder")
+            l_hid = AttentionPart(decoder, "hid", name="hid")
+            parts = [(AttentionPart(decoder, "context", name="context"),
+                      "context_rows", "out_context")]
+            l_attention = AttentionPart(decoder, "attention", name="attention")
+        else:  # the seminar's LSTMLayer, started from the mean region
+            l_hid = decoder = LSTMLayer(
+                l_embedding, H, mask_input=l_mask, hid_init=l_hid0,
+                cell_init=l_cell0, peepholes=False,
+                grad_clipping=h["grad_clipping"], name="decoder")
+            parts = []
+        if after:
+            looker = HiddenAttentionLayer(l_hid, l_regions, h["attention_units"],
+                                          name="look_after")
+            parts.append((AttentionPart(looker, "context",
+                                        name="context_after"),
+                          "context_after_rows", "out_context_after"))
+            # "attention" is what the regulariser and the maps see: Xu's if
+            # there is one
+            l_attention_after = AttentionPart(
+                looker, "attention",
+                name="attention_after" if before else "attention")
+            if not before:
+                l_attention = l_attention_after
+        # the regions the decoder sees (after region_dense, if any)
+        self._seen_regions = l_regions
 
         # the deep output, on one row per (batch, tick)
         l_broadcast = BroadcastLayer(l_hid, (0, 1), name="broadcast")
         l_out_hid = DenseLayer(l_broadcast, E, nonlinearity=None,
                                name="out_hid")
         # no bias: out_hid's already shifts the sum
-        l_out_context = DenseLayer(
-            BroadcastLayer(l_context, (0, 1), name="context_rows"), E, b=None,
-            nonlinearity=None, name="out_context")
         l_deep = ElemwiseSumLayer(
-            [BroadcastLayer(l_embedding, (0, 1), name="word_rows"),
-             l_out_hid, l_out_context], name="deep_output")
+            [BroadcastLayer(l_embedding, (0, 1), name="word_rows"), l_out_hid]
+            + [DenseLayer(BroadcastLayer(part, (0, 1), name=rows), E, b=None,
+                          nonlinearity=None, name=name)
+               for part, rows, name in parts], name="deep_output")
         nonlinearity = DEEP_OUTPUT_NONLINEARITIES[h["deep_output_nonlinearity"]]
         if nonlinearity is not None:
             l_deep = NonlinearityLayer(l_deep, nonlinearity,
@@ -186,8 +226,9 @@ class AttentionCaptionModel(CaptionModel):
                               name="output")
         l_probs = UnbroadcastLayer(l_output, broadcast_layer=l_broadcast,
                                    name="probabilities")
-        self.layers = {l.name: l for l in
-                       get_all_layers([l_probs, l_attention]) if l.name}
+        shown = [l_probs, l_attention] + ([l_attention_after] if after and before
+                                          else [])
+        self.layers = {l.name: l for l in get_all_layers(shown) if l.name}
 
     # ------------------------------------------------------------ losses
     def _losses(self, deterministic):
@@ -200,7 +241,7 @@ class AttentionCaptionModel(CaptionModel):
         the decoder saw, of the same pass."""
         probs, alpha, seen = get_output(
             [self.layers["output"], self.layers["attention"],
-             self.layers["decoder"].input_layers[1]],
+             self._seen_regions],
             deterministic=deterministic, context_probe=context_probe)
         loss, output_mask = self._rows_loss(probs)
         # each region's attention summed over the ticks that predict a word
@@ -233,8 +274,9 @@ class AttentionCaptionModel(CaptionModel):
         """
         decoder = self.layers["decoder"]
         # the weights between the regions input and the decoder's regions
-        below = set(get_all_params(decoder.input_layers[1], trainable=True))
-        if not (self.probe_context_gradient and below.intersection(weights)):
+        below = set(get_all_params(self._seen_regions, trainable=True))
+        if not (self.probe_context_gradient and below.intersection(weights)
+                and isinstance(decoder, AttentionLSTMLayer)):
             return super().training_gradients(weights)
         probe = T.zeros((self.sentences.shape[1], self.sentences.shape[0],
                          decoder.region_size))
@@ -268,21 +310,38 @@ class AttentionCaptionModel(CaptionModel):
         if self._step_fns is not None:
             return self._step_fns
         decoder = self.layers["decoder"]
+        before = isinstance(decoder, AttentionLSTMLayer)
+        after = self.layers.get("look_after")
         cell0, hid0, seen = get_output(
             [self.layers["cell_init"], self.layers["hid_init"],
-             decoder.input_layers[1]], deterministic=True)
+             self._seen_regions], deterministic=True)
+        # with both attentions, their projections side by side
+        projections = [layer.project_regions(seen)
+                       for layer in (decoder if before else None, after) if layer]
         init_state = theano.function(
-            [self.regions], [cell0, hid0, seen, decoder.project_regions(seen)],
+            [self.regions], [cell0, hid0, seen, T.concatenate(projections, 2)],
             name="init_state")
 
         prev_words = T.ivector("prev_words")
         cell_prev, hid_prev = T.matrix("cell"), T.matrix("hid")
         seen, projected = T.tensor3("decoder_regions"), T.tensor3("projected")
         embedded = self.layers["embedding"].get_output_for(prev_words)
-        cell, hid, alpha, context = decoder.step(embedded, cell_prev, hid_prev,
-                                                 seen, projected)
-        deep = (embedded + self.layers["out_hid"].get_output_for(hid)
-                + self.layers["out_context"].get_output_for(context))
+        split = decoder.attention_units if before else 0
+        if before:
+            cell, hid, alpha, context = decoder.step(
+                embedded, cell_prev, hid_prev, seen, projected[:, :, :split])
+        else:
+            cell, hid = lstm_tick(decoder, embedded, cell_prev, hid_prev)
+        deep = embedded + self.layers["out_hid"].get_output_for(hid)
+        if before:
+            deep += self.layers["out_context"].get_output_for(context)
+        if after:
+            context_after, alpha_after = after.step(hid, seen,
+                                                    projected[:, :, split:])
+            deep += self.layers["out_context_after"].get_output_for(
+                context_after)
+            if not before:
+                alpha = alpha_after
         if "deep_output_tanh" in self.layers:
             deep = self.layers["deep_output_tanh"].get_output_for(deep)
         output = self.layers["output"]

@@ -21,7 +21,8 @@ from lasagne.init import Normal
 from lasagne.layers import (DenseLayer, DimshuffleLayer, Gate, GlobalPoolLayer,
                             InputLayer, get_all_params, get_output)
 
-from captioning.attention import AttentionLSTMLayer, AttentionPart
+from captioning.attention import (AttentionLSTMLayer, AttentionPart,
+                                  HiddenAttentionLayer)
 from captioning.attention_model import AttentionCaptionModel
 from captioning.model import END, START, Vocabulary
 
@@ -71,6 +72,19 @@ def numpy_attention_lstm(p, x, regions, mask, h0, c0, peepholes):
         zs.append(z)
         alphas.append(alpha)
     return [np.stack(v, axis=1) for v in (hs, zs, alphas)]
+
+
+def numpy_hidden_attention(p, h, regions):
+    """Lu et al.'s attention from each tick's new hidden state: context
+    and alpha per tick, (batch, time, ...), one tick at a time."""
+    contexts, alphas = [], []
+    for t in range(h.shape[1]):
+        e = np.tanh(regions @ p["W_att"] + p["b_att"]
+                    + (h[:, t] @ p["W_hid_att"])[:, None, :]) @ p["w_att"]
+        alpha = softmax(e)
+        contexts.append(np.einsum("br,brd->bd", alpha, regions))
+        alphas.append(alpha)
+    return np.stack(contexts, axis=1), np.stack(alphas, axis=1)
 
 
 def mean_init(W, b, regions):
@@ -287,6 +301,35 @@ def test_grad_clipping_bounds_the_gate_messages():
 
 
 # ------------------------------------------------------------ the model
+def test_hidden_attention_layer_matches_numpy_and_its_step():
+    # Lu et al.'s attention from h_t: all ticks at once against numpy's
+    # tick-by-tick loop; weights a distribution; step() = the full graph.
+    with theano.change_flags(floatX="float64"):
+        l_h = InputLayer((None, None, H))
+        l_regions = InputLayer((None, R, D))
+        layer = HiddenAttentionLayer(l_h, l_regions, A, W_att=Normal(0.7),
+                                     W_hid_att=Normal(0.7), b_att=Normal(0.5),
+                                     w_att=Normal(1.0))
+        assert layer.output_shape == (None, None, D + R)
+        assert AttentionPart(layer, "attention").output_shape == (None, None, R)
+        rng = np.random.RandomState(3)
+        h, regions = rng.randn(B, TIME, H), rng.randn(B, R, D)
+        out = theano.function([l_h.input_var, l_regions.input_var],
+                              get_output(layer), mode=PY)(h, regions)
+        context, alpha = numpy_hidden_attention(values(layer), h, regions)
+        np.testing.assert_allclose(out[:, :, :D], context, rtol=1e-10)
+        np.testing.assert_allclose(out[:, :, D:], alpha, rtol=1e-10)
+        np.testing.assert_allclose(alpha.sum(axis=2), 1, rtol=1e-12)
+        assert alpha.std(axis=2).mean() > 0.1   # far from uniform (0.25 each)
+        hid, a = T.matrix(), T.tensor3()
+        step = theano.function([hid, a], layer.step(hid, a, layer.project_regions(a)),
+                               mode=PY)
+        for t in range(TIME):
+            c_t, alpha_t = step(h[:, t], regions)
+            np.testing.assert_allclose(c_t, context[:, t], rtol=1e-10)
+            np.testing.assert_allclose(alpha_t, alpha[:, t], rtol=1e-10)
+
+
 WORDS = ["#UNK#", "#START#", "#END#"] + ["w%d" % i for i in range(8)]
 MD, MR = 7, 5  # region features and regions of the model's tests
 
@@ -328,10 +371,27 @@ def numpy_model(model, regions, matrix):
     a = regions.astype(np.float64)
     if "region_dense.W" in p:   # the decoder sees the regions through it
         a = a @ p["region_dense.W"] + p["region_dense.b"]
+    attend = model.hyper["attend"]
+    if attend == "after":  # a plain LSTM: the attention LSTM, context-blind
+        units = p["out_hid.W"].shape[0]
+        layer.update({"W_ctx_to_" + g: np.zeros((a.shape[2], units))
+                      for g in GATES})
+        layer.update(W_att=np.zeros((a.shape[2], 1)), b_att=np.zeros(1),
+                     W_hid_att=np.zeros((units, 1)), w_att=np.zeros(1),
+                     w_beta=np.zeros(units), b_beta=0.0)
     h, z, alpha = numpy_attention_lstm(
         layer, x, a, mask, mean_init(p["hid_init.W"], p["hid_init.b"], a),
         mean_init(p["cell_init.W"], p["cell_init.b"], a), peepholes=False)
-    deep = x + h @ p["out_hid.W"] + p["out_hid.b"] + z @ p["out_context.W"]
+    deep = x + h @ p["out_hid.W"] + p["out_hid.b"]
+    if attend != "after":
+        deep = deep + z @ p["out_context.W"]
+    if attend != "before":
+        looker = {k.split(".", 1)[1]: v for k, v in p.items()
+                  if k.startswith("look_after.")}
+        context, alpha_after = numpy_hidden_attention(looker, h, a)
+        deep = deep + context @ p["out_context_after.W"]
+        if attend == "after":   # the regulariser's attention
+            alpha = alpha_after
     if model.hyper["deep_output_nonlinearity"] == "tanh":
         deep = np.tanh(deep)
     probs = softmax(deep @ p["output.W"] + p["output.b"])
@@ -345,12 +405,15 @@ def numpy_model(model, regions, matrix):
     return xent, penalty, probs
 
 
-@pytest.mark.parametrize("nonlinearity,region_units",
-                         [("linear", 0), ("tanh", 0), ("linear", 5)])
-def test_model_loss_and_regulariser_match_numpy(nonlinearity, region_units):
+@pytest.mark.parametrize("nonlinearity,region_units,attend",
+                         [("linear", 0, "before"), ("tanh", 0, "before"),
+                          ("linear", 5, "before"), ("tanh", 0, "after"),
+                          ("linear", 5, "after"), ("linear", 5, "both")])
+def test_model_loss_and_regulariser_match_numpy(nonlinearity, region_units,
+                                                attend):
     model = tiny_model(output_dropout=0, region_dropout=0, attention_penalty=0.7,
                        deep_output_nonlinearity=nonlinearity,
-                       region_units=region_units)
+                       region_units=region_units, attend=attend)
     regions, matrix = batch(model)
     xent, penalty, probs = numpy_model(model, regions, matrix)
     assert penalty > 0.1  # the regulariser is not negligible here
@@ -380,14 +443,17 @@ class _Replaced:
         return self.values
 
 
-@pytest.mark.parametrize("probe", [True, False])
-def test_training_gradients_match_central_differences(probe, monkeypatch):
+@pytest.mark.parametrize("probe,attend", [(True, "before"), (False, "before"),
+                                          (True, "after"), (True, "both")])
+def test_training_gradients_match_central_differences(probe, attend,
+                                                      monkeypatch):
     # The gradients Adam gets (training_gradients), against central
     # differences of the numpy model's objective: all weights with the
     # region Dense below the decoder, whose gradient through the attended
     # context is summed after the scan (probe, the default) or inside it.
     monkeypatch.setattr(AttentionCaptionModel, "probe_context_gradient", probe)
-    model = tiny_model(output_dropout=0, region_dropout=0, attention_penalty=0.7)
+    model = tiny_model(output_dropout=0, region_dropout=0, attention_penalty=0.7,
+                       attend=attend)
     regions, matrix = batch(model)
     weights = model.params(trainable=True)
     _, grads = model.training_gradients(weights)
@@ -411,9 +477,10 @@ def test_training_gradients_match_central_differences(probe, monkeypatch):
                                    err_msg=name)
 
 
-@pytest.mark.parametrize("region_units", [0, 5])
-def test_decoder_step_equals_the_full_graph(region_units):
-    model = tiny_model(seed=1, region_units=region_units)
+@pytest.mark.parametrize("region_units,attend", [(0, "before"), (5, "before"),
+                                                (0, "after"), (5, "both")])
+def test_decoder_step_equals_the_full_graph(region_units, attend):
+    model = tiny_model(seed=1, region_units=region_units, attend=attend)
     regions, matrix = batch(model, seed=1)
     matrix = sentences(model, "w0 w1 w2", "w3 w4 w5", "w6 w7 w0")  # no PAD
     full = model.get_probs(regions, matrix)
@@ -487,6 +554,8 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="deep_output_nonlinearity"):
         AttentionCaptionModel(Vocabulary(WORDS),
                               deep_output_nonlinearity="relu")
+    with pytest.raises(ValueError, match="attend must be"):
+        AttentionCaptionModel(Vocabulary(WORDS), attend="sideways")
     with pytest.raises(ValueError, match="unknown"):
         AttentionCaptionModel(Vocabulary(WORDS), dropout=0.5)
 
@@ -576,7 +645,7 @@ def test_backward_scan_reuses_the_forward_values():
 
 def test_a_model_saved_before_region_units_loads_with_its_own_graph(tmp_path):
     # model directories written before region_units / region_dropout_mode
-    # existed (e.g. session-12 models) had no region Dense and per-element
+    # (and attend) existed (e.g. session-12 models) had no region Dense and per-element
     # dropout: loading them must not switch to today's defaults
     import json
     from captioning.model_dir import load_model, save_model
@@ -585,12 +654,13 @@ def test_a_model_saved_before_region_units_loads_with_its_own_graph(tmp_path):
                           "code_size": MD, "code_shape": [MR, MD]}
     save_model(old, str(tmp_path))
     config = json.loads((tmp_path / "model.json").read_text())
-    for key in ("region_units", "region_dropout_mode"):
+    for key in ("region_units", "region_dropout_mode", "attend"):
         del config["hyper_parameters"][key]
     (tmp_path / "model.json").write_text(json.dumps(config))
     loaded = load_model(str(tmp_path))
     assert loaded.hyper["region_units"] == 0
     assert loaded.hyper["region_dropout_mode"] == "element"
+    assert loaded.hyper["attend"] == "before"
     regions, matrix = batch(old)
     np.testing.assert_allclose(loaded.get_probs(regions, matrix),
                                old.get_probs(regions, matrix), rtol=1e-6)
