@@ -40,7 +40,7 @@ from captioning.stack.lasagne_compat.lstm import (GATES, add_init_incomings,
                                             lstm_gates, stacked_weights)
 
 __all__ = ["AttentionLSTMLayer", "AttentionPart", "FeatureDropoutLayer",
-           "HiddenAttentionLayer", "regions_gradient"]
+           "HiddenAttentionLayer", "RegionAttentionMLP", "regions_gradient"]
 
 
 class FeatureDropoutLayer(Layer):
@@ -72,7 +72,32 @@ class FeatureDropoutLayer(Layer):
         return input * (mask / keep).dimshuffle(0, "x", 1)
 
 
-class AttentionLSTMLayer(MergeLayer):
+class RegionAttentionMLP:
+    """What both attention layers share: the MLP's weights ``W_att``
+    (region_size, A), ``b_att`` (A,), ``W_hid_att`` (num_units, A), ``w_att``
+    (A,), and the regions' projection, computed once per image."""
+
+    def _region_size(self, region_shape):
+        if len(region_shape) != 3 or region_shape[2] is None:
+            raise ValueError("the regions must be (batch, n_regions, features)"
+                             " with known features, not %r" % (region_shape,))
+        return region_shape[2]
+
+    def _add_attention_mlp(self, num_units, W_att, W_hid_att, b_att, w_att):
+        A = self.attention_units
+        self.W_att = self.add_param(W_att, (self.region_size, A), name="W_att")
+        self.b_att = self.add_param(b_att, (A,), name="b_att",
+                                    regularizable=False)
+        self.W_hid_att = self.add_param(W_hid_att, (num_units, A),
+                                        name="W_hid_att")
+        self.w_att = self.add_param(w_att, (A,), name="w_att")
+
+    def project_regions(self, regions):
+        """``a W_att + b_att`` (batch, n_regions, A): once per image."""
+        return T.dot(regions, self.W_att) + self.b_att
+
+
+class AttentionLSTMLayer(RegionAttentionMLP, MergeLayer):
     """An LSTM with soft attention over image regions (Xu et al. 2015).
 
     Parameters
@@ -161,11 +186,8 @@ class AttentionLSTMLayer(MergeLayer):
         if len(input_shape) != 3 or input_shape[2] is None:
             raise ValueError("the word input must be (batch, time, features) "
                              "with known features, not %r" % (input_shape,))
-        if len(region_shape) != 3 or region_shape[2] is None:
-            raise ValueError("the regions must be (batch, n_regions, features)"
-                             " with known features, not %r" % (region_shape,))
-        num_inputs, self.region_size = input_shape[2], region_shape[2]
-        A = self.attention_units
+        num_inputs = input_shape[2]
+        self.region_size = self._region_size(region_shape)
 
         for gate, name in zip((ingate, forgetgate, cell, outgate), GATES):
             # the names LSTMLayer gives, so stacked_weights() finds them
@@ -183,12 +205,7 @@ class AttentionLSTMLayer(MergeLayer):
                 setattr(self, "W_cell_to_" + name, self.add_param(
                     gate.W_cell, (num_units,), name="W_cell_to_" + name))
 
-        self.W_att = self.add_param(W_att, (self.region_size, A), name="W_att")
-        self.b_att = self.add_param(b_att, (A,), name="b_att",
-                                    regularizable=False)
-        self.W_hid_att = self.add_param(W_hid_att, (num_units, A),
-                                        name="W_hid_att")
-        self.w_att = self.add_param(w_att, (A,), name="w_att")
+        self._add_attention_mlp(num_units, W_att, W_hid_att, b_att, w_att)
         self.w_beta = self.add_param(w_beta, (num_units,), name="w_beta")
         self.b_beta = self.add_param(b_beta, (), name="b_beta",
                                      regularizable=False)
@@ -219,10 +236,6 @@ class AttentionLSTMLayer(MergeLayer):
                 "attention": slice(H + D, None)}
 
     # ---------------------------------------------------------------- one tick
-    def project_regions(self, regions):
-        """``a W_att + b_att`` (batch, n_regions, A): once per image."""
-        return T.dot(regions, self.W_att) + self.b_att
-
     def _context_weights(self):
         return T.concatenate([getattr(self, "W_ctx_to_" + g) for g in GATES], 1)
 
@@ -389,7 +402,7 @@ class AttentionPart(Layer):
         return input[:, :, self.slice]
 
 
-class HiddenAttentionLayer(MergeLayer):
+class HiddenAttentionLayer(RegionAttentionMLP, MergeLayer):
     """Soft attention from each tick's *new* hidden state (Lu et al. 2017,
     arXiv 1612.01887, sec. 2.2, their "spatial attention")::
 
@@ -426,17 +439,10 @@ class HiddenAttentionLayer(MergeLayer):
         if len(hid_shape) != 3 or hid_shape[2] is None:
             raise ValueError("the hidden states must be (batch, time, units) "
                              "with known units, not %r" % (hid_shape,))
-        if len(region_shape) != 3 or region_shape[2] is None:
-            raise ValueError("the regions must be (batch, n_regions, features)"
-                             " with known features, not %r" % (region_shape,))
-        self.num_units, self.region_size = hid_shape[2], region_shape[2]
-        self.attention_units = A = attention_units
-        self.W_att = self.add_param(W_att, (self.region_size, A), name="W_att")
-        self.b_att = self.add_param(b_att, (A,), name="b_att",
-                                    regularizable=False)
-        self.W_hid_att = self.add_param(W_hid_att, (self.num_units, A),
-                                        name="W_hid_att")
-        self.w_att = self.add_param(w_att, (A,), name="w_att")
+        self.num_units = hid_shape[2]
+        self.region_size = self._region_size(region_shape)
+        self.attention_units = attention_units
+        self._add_attention_mlp(self.num_units, W_att, W_hid_att, b_att, w_att)
 
     def get_output_shape_for(self, input_shapes):
         """``(batch, time, region_size + n_regions)``."""
@@ -450,28 +456,29 @@ class HiddenAttentionLayer(MergeLayer):
         return {"context": slice(0, self.region_size),
                 "attention": slice(self.region_size, None)}
 
-    def project_regions(self, regions):
-        """``a W_att + b_att`` (batch, n_regions, A): once per image."""
-        return T.dot(regions, self.W_att) + self.b_att
+    def _look(self, hids, regions, projected):
+        """``context (batch, time, D), alpha (batch, time, n_regions)`` of
+        ``hids`` (batch, time, num_units)."""
+        # (batch, time, regions, A): every tick against every region at once
+        summed = (projected.dimshuffle(0, "x", 1, 2)
+                  + T.dot(hids, self.W_hid_att).dimshuffle(0, 1, "x", 2))
+        scores = T.dot(T.tanh(summed), self.w_att)      # (batch, time, regions)
+        alpha = T.nnet.softmax(scores.reshape((-1, scores.shape[2]))) \
+            .reshape(scores.shape)
+        return T.batched_dot(alpha, regions), alpha
 
     def step(self, hid, regions, projected):
         """One tick: ``hid`` (batch, num_units), ``regions`` and their
         :meth:`project_regions` as in :meth:`AttentionLSTMLayer.step`.
         Returns ``context (batch, region_size), alpha (batch, n_regions)``."""
-        summed = projected + T.dot(hid, self.W_hid_att).dimshuffle(0, "x", 1)
-        alpha = T.nnet.softmax(T.dot(T.tanh(summed), self.w_att))
-        return T.batched_dot(alpha, regions), alpha
+        context, alpha = self._look(hid.dimshuffle(0, "x", 1), regions,
+                                    projected)
+        return context[:, 0], alpha[:, 0]
 
     def get_output_for(self, inputs, **kwargs):
         hids, regions = inputs
-        # (batch, time, regions, A): every tick against every region at once
-        summed = (self.project_regions(regions).dimshuffle(0, "x", 1, 2)
-                  + T.dot(hids, self.W_hid_att).dimshuffle(0, 1, "x", 2))
-        scores = T.dot(T.tanh(summed), self.w_att)      # (batch, time, regions)
-        alpha = T.nnet.softmax(scores.reshape((-1, scores.shape[2]))) \
-            .reshape(scores.shape)
-        context = T.batched_dot(alpha, regions)         # (batch, time, D)
-        return T.concatenate([context, alpha], axis=2)
+        return T.concatenate(self._look(hids, regions,
+                                        self.project_regions(regions)), axis=2)
 
 
 def regions_gradient(alphas, probe_gradient):

@@ -167,11 +167,10 @@ class AttentionCaptionModel(CaptionModel):
                             name="hid_init")
         l_cell0 = DenseLayer(l_mean, H, nonlinearity=nonlinearities.tanh,
                              name="cell_init")
-        before, after = h["attend"] in ("before", "both"), \
-            h["attend"] in ("after", "both")
         if h["attend"] not in ("before", "after", "both"):
             raise ValueError("attend must be 'before', 'after' or 'both', "
                              "got %r" % (h["attend"],))
+        before, after = h["attend"] != "after", h["attend"] != "before"
         if before:
             decoder = AttentionLSTMLayer(
                 l_embedding, l_regions, H, attention_units=h["attention_units"],
@@ -226,8 +225,7 @@ class AttentionCaptionModel(CaptionModel):
                               name="output")
         l_probs = UnbroadcastLayer(l_output, broadcast_layer=l_broadcast,
                                    name="probabilities")
-        shown = [l_probs, l_attention] + ([l_attention_after] if after and before
-                                          else [])
+        shown = [l_probs, l_attention] + ([l_attention_after] if after else [])
         self.layers = {l.name: l for l in get_all_layers(shown) if l.name}
 
     # ------------------------------------------------------------ losses
@@ -276,7 +274,7 @@ class AttentionCaptionModel(CaptionModel):
         # the weights between the regions input and the decoder's regions
         below = set(get_all_params(self._seen_regions, trainable=True))
         if not (self.probe_context_gradient and below.intersection(weights)
-                and isinstance(decoder, AttentionLSTMLayer)):
+                and self.hyper["attend"] != "after"):
             return super().training_gradients(weights)
         probe = T.zeros((self.sentences.shape[1], self.sentences.shape[0],
                          decoder.region_size))
@@ -310,17 +308,16 @@ class AttentionCaptionModel(CaptionModel):
         if self._step_fns is not None:
             return self._step_fns
         decoder = self.layers["decoder"]
-        before = isinstance(decoder, AttentionLSTMLayer)
+        before = self.hyper["attend"] != "after"
         after = self.layers.get("look_after")
+        lookers = ([decoder] if before else []) + ([after] if after else [])
         cell0, hid0, seen = get_output(
             [self.layers["cell_init"], self.layers["hid_init"],
              self._seen_regions], deterministic=True)
         # with both attentions, their projections side by side
-        projections = [layer.project_regions(seen)
-                       for layer in (decoder if before else None, after) if layer]
+        projected = T.concatenate([l.project_regions(seen) for l in lookers], 2)
         init_state = theano.function(
-            [self.regions], [cell0, hid0, seen, T.concatenate(projections, 2)],
-            name="init_state")
+            [self.regions], [cell0, hid0, seen, projected], name="init_state")
 
         prev_words = T.ivector("prev_words")
         cell_prev, hid_prev = T.matrix("cell"), T.matrix("hid")
