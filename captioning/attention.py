@@ -382,9 +382,11 @@ class AttentionPart(Layer):
 
     def __init__(self, incoming, part, **kwargs):
         super().__init__(incoming, **kwargs)
-        if not isinstance(incoming, (AttentionLSTMLayer, HiddenAttentionLayer)):
-            raise TypeError("AttentionPart takes an AttentionLSTMLayer or a "
-                            "HiddenAttentionLayer, not %r" % (incoming,))
+        if not hasattr(incoming, "part_slices"):
+            raise TypeError("AttentionPart takes an attention layer (with "
+                            "part_slices(): AttentionLSTMLayer, "
+                            "HiddenAttentionLayer, TopDownLSTMLayer), not %r"
+                            % (incoming,))
         slices = incoming.part_slices()
         if part not in slices:
             raise ValueError("part must be one of %s, not %r"

@@ -21,6 +21,11 @@ context comes from ``h_t`` instead (Lu et al. 2017's spatial attention,
 :class:`captioning.attention.HiddenAttentionLayer`) and goes to the deep
 output as ``L_c c_t``; ``"both"`` keeps Xu's and adds this one.
 
+With ``attend="top_down"`` the decoder is Anderson et al. 2018's two LSTMs
+(:class:`captioning.top_down.TopDownLSTMLayer`): the first looks at the
+regions with its new state, the second reads the context; the deep output
+reads the second's ``h_t`` and the context.
+
 It is a :class:`captioning.model.CaptionModel` with another graph: the same
 ``train_step``/``val_step``/``get_probs``/``prepare_codes``, weights by name,
 ``learning_rate`` and Adam state; its image input is the regions
@@ -43,6 +48,7 @@ from captioning.attention import (AttentionLSTMLayer, AttentionPart,
                                   FeatureDropoutLayer, HiddenAttentionLayer,
                                   regions_gradient)
 from captioning.model import CaptionModel, lstm_tick
+from captioning.top_down import TopDownLSTMLayer
 from captioning.stack.theano_setup import SPEEDUPS
 from captioning.text import PAD_ix
 
@@ -76,11 +82,15 @@ ATTENTION_HYPER = {
     # when the decoder looks at the regions: "before" each tick, with
     # h_{t-1}, feeding the context into the LSTM (Xu et al.); "after" it,
     # with h_t, the context going to the deep output only (Lu et al. 2017's
-    # spatial attention: HiddenAttentionLayer); "both"
+    # spatial attention: HiddenAttentionLayer); "both"; "top_down": two
+    # LSTMs, the first looking with its new state, the second reading the
+    # context (Anderson et al. 2018: captioning.top_down)
     "attend": "before",
     # False keeps the embedding at its initial value (e.g. word vectors)
     "train_embedding": True,
 }
+
+ATTEND = ("before", "after", "both", "top_down")
 
 DEEP_OUTPUT_NONLINEARITIES = {"linear": None, "tanh": nonlinearities.tanh}
 
@@ -163,15 +173,28 @@ class AttentionCaptionModel(CaptionModel):
         # GlobalPoolLayer means over the trailing axis: put the regions last
         l_mean = GlobalPoolLayer(DimshuffleLayer(l_regions, (0, 2, 1)),
                                  name="mean_region")
-        l_hid0 = DenseLayer(l_mean, H, nonlinearity=nonlinearities.tanh,
-                            name="hid_init")
-        l_cell0 = DenseLayer(l_mean, H, nonlinearity=nonlinearities.tanh,
-                             name="cell_init")
-        if h["attend"] not in ("before", "after", "both"):
-            raise ValueError("attend must be 'before', 'after' or 'both', "
-                             "got %r" % (h["attend"],))
-        before, after = h["attend"] != "after", h["attend"] != "before"
-        if before:
+        if h["attend"] not in ATTEND:
+            raise ValueError("attend must be one of %s, got %r"
+                             % (", ".join(map(repr, ATTEND)), h["attend"]))
+        top_down = h["attend"] == "top_down"
+        before = h["attend"] in ("before", "both")
+        after = h["attend"] in ("after", "both")
+        # the top-down decoder's state is both LSTMs' side by side
+        state_units = 2 * H if top_down else H
+        l_hid0 = DenseLayer(l_mean, state_units,
+                            nonlinearity=nonlinearities.tanh, name="hid_init")
+        l_cell0 = DenseLayer(l_mean, state_units,
+                             nonlinearity=nonlinearities.tanh, name="cell_init")
+        if top_down:
+            decoder = TopDownLSTMLayer(
+                l_embedding, l_regions, H, attention_units=h["attention_units"],
+                mask_input=l_mask, hid_init=l_hid0, cell_init=l_cell0,
+                grad_clipping=h["grad_clipping"], name="decoder")
+            l_hid = AttentionPart(decoder, "hid", name="hid")
+            parts = [(AttentionPart(decoder, "context", name="context"),
+                      "context_rows", "out_context")]
+            l_attention = AttentionPart(decoder, "attention", name="attention")
+        elif before:
             decoder = AttentionLSTMLayer(
                 l_embedding, l_regions, H, attention_units=h["attention_units"],
                 mask_input=l_mask, hid_init=l_hid0, cell_init=l_cell0,
@@ -308,6 +331,8 @@ class AttentionCaptionModel(CaptionModel):
         if self._step_fns is not None:
             return self._step_fns
         decoder = self.layers["decoder"]
+        top_down = self.hyper["attend"] == "top_down"
+        # Xu's layer and the top-down one share step()'s signature
         before = self.hyper["attend"] != "after"
         after = self.layers.get("look_after")
         lookers = ([decoder] if before else []) + ([after] if after else [])
@@ -329,7 +354,8 @@ class AttentionCaptionModel(CaptionModel):
                 embedded, cell_prev, hid_prev, seen, projected[:, :, :split])
         else:
             cell, hid = lstm_tick(decoder, embedded, cell_prev, hid_prev)
-        deep = embedded + self.layers["out_hid"].get_output_for(hid)
+        out_hid = decoder.language_hid(hid) if top_down else hid
+        deep = embedded + self.layers["out_hid"].get_output_for(out_hid)
         if before:
             deep += self.layers["out_context"].get_output_for(context)
         if after:

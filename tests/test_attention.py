@@ -87,6 +87,43 @@ def numpy_hidden_attention(p, h, regions):
     return np.stack(contexts, axis=1), np.stack(alphas, axis=1)
 
 
+def numpy_top_down(p, x, regions, mask, h0, c0):
+    """Anderson et al.'s two LSTMs, tick by tick: the attention LSTM reads
+    [word, mean region, h2_{t-1}] and looks with its new h1; the language
+    LSTM reads [context, h1]. ``h0``/``c0`` are [h1, h2] / [c1, c2].
+    Returns h2, the context v and alpha per tick; mask 0 keeps the state."""
+    H = p["W_hid_to_ingate"].shape[0]
+    h1, h2, c1, c2 = h0[:, :H], h0[:, H:], c0[:, :H], c0[:, H:]
+    mean = regions.mean(axis=1)
+    h2s, vs, alphas = [], [], []
+
+    def lstm(pre, c):
+        c_new = sigmoid(pre("forgetgate")) * c + \
+            sigmoid(pre("ingate")) * np.tanh(pre("cell"))
+        return c_new, sigmoid(pre("outgate")) * np.tanh(c_new)
+
+    for t in range(x.shape[1]):
+        c1_new, h1_new = lstm(lambda g: x[:, t] @ p["W_in_to_" + g]
+                              + mean @ p["W_mean_to_" + g]
+                              + h2 @ p["W_lang_to_" + g]
+                              + h1 @ p["W_hid_to_" + g] + p["b_" + g], c1)
+        e = np.tanh(regions @ p["W_att"] + p["b_att"]
+                    + (h1_new @ p["W_hid_att"])[:, None, :]) @ p["w_att"]
+        alpha = softmax(e)
+        v = np.einsum("br,brd->bd", alpha, regions)
+        c2_new, h2_new = lstm(lambda g: v @ p["W_ctx_to_lang_" + g]
+                              + h1_new @ p["W_att_to_lang_" + g]
+                              + h2 @ p["W_hid_to_lang_" + g]
+                              + p["b_lang_" + g], c2)
+        m = mask[:, t, None]
+        c1, h1 = m * c1_new + (1 - m) * c1, m * h1_new + (1 - m) * h1
+        c2, h2 = m * c2_new + (1 - m) * c2, m * h2_new + (1 - m) * h2
+        h2s.append(h2)
+        vs.append(v)
+        alphas.append(alpha)
+    return tuple(np.stack(v, axis=1) for v in (h2s, vs, alphas))
+
+
 def mean_init(W, b, regions):
     """The paper's initial state: tanh Dense of the mean region."""
     return np.tanh(regions.mean(axis=1) @ W + b)
@@ -379,13 +416,17 @@ def numpy_model(model, regions, matrix):
         layer.update(W_att=np.zeros((a.shape[2], 1)), b_att=np.zeros(1),
                      W_hid_att=np.zeros((units, 1)), w_att=np.zeros(1),
                      w_beta=np.zeros(units), b_beta=0.0)
-    h, z, alpha = numpy_attention_lstm(
-        layer, x, a, mask, mean_init(p["hid_init.W"], p["hid_init.b"], a),
-        mean_init(p["cell_init.W"], p["cell_init.b"], a), peepholes=False)
+    h0 = mean_init(p["hid_init.W"], p["hid_init.b"], a)
+    c0 = mean_init(p["cell_init.W"], p["cell_init.b"], a)
+    if attend == "top_down":
+        h, z, alpha = numpy_top_down(layer, x, a, mask, h0, c0)
+    else:
+        h, z, alpha = numpy_attention_lstm(layer, x, a, mask, h0, c0,
+                                           peepholes=False)
     deep = x + h @ p["out_hid.W"] + p["out_hid.b"]
     if attend != "after":
         deep = deep + z @ p["out_context.W"]
-    if attend != "before":
+    if attend in ("after", "both"):
         looker = {k.split(".", 1)[1]: v for k, v in p.items()
                   if k.startswith("look_after.")}
         context, alpha_after = numpy_hidden_attention(looker, h, a)
@@ -408,7 +449,8 @@ def numpy_model(model, regions, matrix):
 @pytest.mark.parametrize("nonlinearity,region_units,attend",
                          [("linear", 0, "before"), ("tanh", 0, "before"),
                           ("linear", 5, "before"), ("tanh", 0, "after"),
-                          ("linear", 5, "after"), ("linear", 5, "both")])
+                          ("linear", 5, "after"), ("linear", 5, "both"),
+                          ("linear", 5, "top_down"), ("tanh", 0, "top_down")])
 def test_model_loss_and_regulariser_match_numpy(nonlinearity, region_units,
                                                 attend):
     model = tiny_model(output_dropout=0, region_dropout=0, attention_penalty=0.7,
@@ -444,7 +486,9 @@ class _Replaced:
 
 
 @pytest.mark.parametrize("probe,attend", [(True, "before"), (False, "before"),
-                                          (True, "after"), (True, "both")])
+                                          (True, "after"), (True, "both"),
+                                          (True, "top_down"),
+                                          (False, "top_down")])
 def test_training_gradients_match_central_differences(probe, attend,
                                                       monkeypatch):
     # The gradients Adam gets (training_gradients), against central
@@ -478,7 +522,8 @@ def test_training_gradients_match_central_differences(probe, attend,
 
 
 @pytest.mark.parametrize("region_units,attend", [(0, "before"), (5, "before"),
-                                                (0, "after"), (5, "both")])
+                                                (0, "after"), (5, "both"),
+                                                (5, "top_down")])
 def test_decoder_step_equals_the_full_graph(region_units, attend):
     model = tiny_model(seed=1, region_units=region_units, attend=attend)
     regions, matrix = batch(model, seed=1)

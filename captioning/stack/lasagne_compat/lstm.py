@@ -108,19 +108,21 @@ TensorVariable or Layer
     add_init_incomings(self, init_layers)
 
 
-def add_init_incomings(layer, init_layers):
+def add_init_incomings(layer, init_layers, units=None):
     """Append the ``{"hid_init"|"cell_init": Layer}`` of ``init_layers`` to
     ``layer``'s incomings in master's order, recording each one's index in
-    ``<name>_incoming_index`` (-1 if not a Layer)."""
+    ``<name>_incoming_index`` (-1 if not a Layer). Each must give
+    ``(batch, units)``, by default ``(batch, layer.num_units)``."""
+    units = units or layer.num_units
     for name in INIT_LAYERS:
         setattr(layer, name + "_incoming_index", -1)
         if name not in init_layers:
             continue
         incoming = init_layers[name]
         shape = incoming.output_shape
-        if len(shape) != 2 or shape[1] not in (None, layer.num_units):
+        if len(shape) != 2 or shape[1] not in (None, units):
             raise ValueError("%s layer must have output shape (batch, %d), "
-                             "not %r" % (name, layer.num_units, shape))
+                             "not %r" % (name, units, shape))
         setattr(layer, name + "_incoming_index", len(layer.input_layers))
         setattr(layer, name, None)
         layer.input_layers.append(incoming)
