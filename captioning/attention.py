@@ -96,6 +96,26 @@ class RegionAttentionMLP:
         """``a W_att + b_att`` (batch, n_regions, A): once per image."""
         return T.dot(regions, self.W_att) + self.b_att
 
+    @staticmethod
+    def _look_in_tick(query, regions, projected, W_hid_att, w_att, probe_t=None):
+        """One tick's look from ``query`` (batch, num_units), inside a scan
+        (the weights as arguments): ``alpha`` (batch, n_regions), the
+        attended regions ``alpha . a`` (batch, region_size) and the MLP's
+        hidden layer (batch * n_regions, A), which the backward pass reuses.
+        ``probe_t``: see :meth:`AttentionLSTMLayer.get_output_for`."""
+        summed = projected + T.dot(query, W_hid_att).dimshuffle(0, "x", 1)
+        # one row per (image, region): Theano would move the reshape that
+        # dot(3-d, vector) makes inside the tanh, and compute a second tanh
+        # for the hidden layer returned for the backward pass
+        hidden = T.tanh(summed.reshape((-1, summed.shape[2])))
+        alpha = T.nnet.softmax(T.dot(hidden, w_att).reshape(
+            (summed.shape[0], summed.shape[1])))  # (batch, regions)
+        if probe_t is None:
+            attended = T.batched_dot(alpha, regions)
+        else:  # the regions' gradient on this path leaves through the probe
+            attended = T.batched_dot(alpha, disconnected_grad(regions)) + probe_t
+        return alpha, attended, hidden
+
 
 class AttentionLSTMLayer(RegionAttentionMLP, MergeLayer):
     """An LSTM with soft attention over image regions (Xu et al. 2015).
@@ -256,19 +276,9 @@ class AttentionLSTMLayer(RegionAttentionMLP, MergeLayer):
         attended regions before the gate beta (batch, region_size) and the
         attention MLP's hidden layer (batch * regions, A).
         """
-        hid_part = T.dot(h_prev, W_hid_att).dimshuffle(0, "x", 1)
-        summed = projected + hid_part  # (batch, regions, A)
-        # one row per (image, region): Theano would move the reshape that
-        # dot(3-d, vector) makes inside the tanh, and compute a second tanh
-        # for the hidden layer returned for the backward pass
-        hidden = T.tanh(summed.reshape((-1, summed.shape[2])))
-        alpha = T.nnet.softmax(T.dot(hidden, w_att).reshape(
-            (summed.shape[0], summed.shape[1])))  # (batch, regions)
+        alpha, attended, hidden = self._look_in_tick(
+            h_prev, regions, projected, W_hid_att, w_att, probe_t)
         beta = T.nnet.sigmoid(T.dot(h_prev, w_beta) + b_beta)  # (batch,)
-        if probe_t is None:
-            attended = T.batched_dot(alpha, regions)
-        else:  # the regions' gradient on this path leaves through the probe
-            attended = T.batched_dot(alpha, disconnected_grad(regions)) + probe_t
         z = beta.dimshuffle(0, "x") * attended
         pre = gate_preactivations(self, x_t + T.dot(z, W_ctx), h_prev, W_hid,
                                   None, None)

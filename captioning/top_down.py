@@ -31,12 +31,11 @@ import theano.tensor as T
 from lasagne import init, nonlinearities
 from lasagne.layers import Layer, MergeLayer
 from lasagne.layers.recurrent import Gate
-from theano.gradient import disconnected_grad
 
 from captioning.attention import RegionAttentionMLP
 from captioning.stack.lasagne_compat.lstm import (GATES, add_init_incomings,
-                                            initial_state, lstm_gates,
-                                            stacked_weights)
+                                            gate_preactivations, initial_state,
+                                            lstm_gates, stacked_weights)
 
 __all__ = ["TopDownLSTMLayer"]
 
@@ -95,7 +94,10 @@ class TopDownLSTMLayer(RegionAttentionMLP, MergeLayer):
         self.attention_units = attention_units or num_units
         self.nonlinearity = nonlinearity or nonlinearities.identity
         self.grad_clipping = grad_clipping
-        self.peepholes = False  # lstm_gates reads it
+        # what gate_preactivations and lstm_gates read: the state-free parts
+        # come computed, no peepholes
+        self.precompute_input = True
+        self.peepholes = False
 
         input_shape, region_shape = self.input_shapes[:2]
         if len(input_shape) != 3 or input_shape[2] is None:
@@ -165,12 +167,6 @@ class TopDownLSTMLayer(RegionAttentionMLP, MergeLayer):
         mean = T.dot(regions.mean(axis=1), self._stacked("W_mean_to_"))
         return T.dot(words, W_in) + b + mean
 
-    def _clip(self, pre):
-        if self.grad_clipping:
-            pre = theano.gradient.grad_clip(pre, -self.grad_clipping,
-                                            self.grad_clipping)
-        return pre
-
     def _tick(self, x_t, c_prev, h_prev, regions, projected, W_rec_att,
               W_lang, b_lang, W_hid_att, w_att, probe_t=None):
         """One tick; ``x_t`` is :meth:`_word_part` (batch, 4H). The weights
@@ -180,20 +176,14 @@ class TopDownLSTMLayer(RegionAttentionMLP, MergeLayer):
         """
         H = self.num_units
         # [h1, h2]_{t-1} against [W_hid; W_lang]: h1 W_hid + h2 W_lang
-        pre_att = self._clip(x_t + T.dot(h_prev, W_rec_att))
+        pre_att = gate_preactivations(self, x_t, h_prev, W_rec_att, None, None)
         c1, h1 = lstm_gates(self, pre_att, c_prev[:, :H], [])
-        summed = projected + T.dot(h1, W_hid_att).dimshuffle(0, "x", 1)
-        # one row per (image, region), as in Xu's layer
-        hidden = T.tanh(summed.reshape((-1, summed.shape[2])))
-        alpha = T.nnet.softmax(T.dot(hidden, w_att).reshape(
-            (summed.shape[0], summed.shape[1])))
-        if probe_t is None:
-            v = T.batched_dot(alpha, regions)
-        else:  # see AttentionLSTMLayer.get_output_for's context_probe
-            v = T.batched_dot(alpha, disconnected_grad(regions)) + probe_t
-        pre_lang = self._clip(
-            T.dot(T.concatenate([v, h1, h_prev[:, H:]], axis=1), W_lang)
-            + b_lang)
+        alpha, v, hidden = self._look_in_tick(h1, regions, projected,
+                                              W_hid_att, w_att, probe_t)
+        # [v, h1, h2_{t-1}] against the language LSTM's stacked weights
+        pre_lang = gate_preactivations(
+            self, b_lang, T.concatenate([v, h1, h_prev[:, H:]], axis=1),
+            W_lang, None, None)
         c2, h2 = lstm_gates(self, pre_lang, c_prev[:, H:], [])
         return (T.concatenate([c1, c2], axis=1), T.concatenate([h1, h2], axis=1),
                 alpha, v, pre_att, pre_lang, hidden)
