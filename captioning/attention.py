@@ -116,6 +116,57 @@ class RegionAttentionMLP:
             attended = T.batched_dot(alpha, disconnected_grad(regions)) + probe_t
         return alpha, attended, hidden
 
+    def _scan_ticks(self, x, inputs, context_probe):
+        """``self._tick`` over the ticks of ``x`` (time, batch, ...) in one
+        ``theano.scan``: the mask's padded ticks keep the previous state,
+        ``context_probe`` (if given) is a sequence. Returns the ticks'
+        ``h, context, alpha``, each (time, batch, ...).
+
+        ``_tick`` returns ``c, h, alpha, context`` and then what only the
+        backward pass reads; all are outputs of the scan, in the order of
+        the layer's ``_SCAN_ORDER`` after ``c, h``. Speed, same maths: the
+        backward scan reuses the forward scan's outputs wherever its graph
+        contains one of them, and computes everything else again, tick by
+        tick (Theano's Scan.L_op). It substitutes them one after the other,
+        so each must come before the values it is computed from (gate
+        pre-activations before the context, the context before alpha,
+        alpha before the MLP's hidden layer), or it is no longer recognised.
+        """
+        regions = inputs[1]
+        sequences = [x]
+        masked = self.mask_incoming_index > 0
+        if masked:
+            sequences.append(inputs[self.mask_incoming_index]
+                             .T.dimshuffle(0, 1, "x"))
+        probing = context_probe is not None
+        if probing:
+            sequences.append(context_probe)
+        order = self._SCAN_ORDER
+        outputs_info = [initial_state(self, "cell_init", inputs, x),
+                        initial_state(self, "hid_init", inputs, x)] + \
+            [None] * len(order)
+        non_sequences = [regions, self.project_regions(regions)] + \
+            self._tick_weights()
+
+        def scan_step(x_t, *args):
+            if masked:
+                m_t, args = args[0], args[1:]
+            probe_t = None
+            if probing:
+                probe_t, args = args[0], args[1:]
+            c_prev, h_prev = args[:2]
+            tick = self._tick(x_t, c_prev, h_prev, *args[2:], probe_t=probe_t)
+            c, h = tick[:2]
+            if masked:  # padded ticks keep the previous state
+                c = T.switch(m_t, c, c_prev)
+                h = T.switch(m_t, h, h_prev)
+            return [c, h] + [tick[i] for i in order]
+
+        outputs = theano.scan(scan_step, sequences, outputs_info=outputs_info,
+                              non_sequences=non_sequences, strict=True)[0]
+        by_position = dict(zip(order, outputs[2:]))
+        return outputs[1], by_position[3], by_position[2]
+
 
 class AttentionLSTMLayer(RegionAttentionMLP, MergeLayer):
     """An LSTM with soft attention over image regions (Xu et al. 2015).
@@ -176,6 +227,10 @@ class AttentionLSTMLayer(RegionAttentionMLP, MergeLayer):
     >>> AttentionPart(layer, "attention").output_shape
     (None, None, 49)
     """
+    # _tick's results the scan returns after c, h (see _scan_ticks): the gate
+    # pre-activations (z W_ctx + h W_hid: the step's two large products), z,
+    # alpha . a (beta's gradient), alpha, the attention MLP's hidden layer
+    _SCAN_ORDER = (4, 3, 5, 2, 6)
 
     def __init__(self, incoming, regions, num_units, attention_units=None,
                  ingate=Gate(), forgetgate=Gate(),
@@ -336,47 +391,7 @@ class AttentionLSTMLayer(RegionAttentionMLP, MergeLayer):
         """
         W_in, _, b = stacked_weights(self)
         x = T.dot(inputs[0].dimshuffle(1, 0, 2), W_in) + b  # (time, batch, 4H)
-        regions = inputs[1]
-        sequences = [x]
-        masked = self.mask_incoming_index > 0
-        if masked:
-            sequences.append(inputs[self.mask_incoming_index]
-                             .T.dimshuffle(0, 1, "x"))
-        probing = context_probe is not None
-        if probing:
-            sequences.append(context_probe)
-        outputs_info = [initial_state(self, "cell_init", inputs, x),
-                        initial_state(self, "hid_init", inputs, x)] + [None] * 5
-        non_sequences = [regions, self.project_regions(regions)] + \
-            self._tick_weights()
-
-        def scan_step(x_t, *args):
-            if masked:
-                m_t, args = args[0], args[1:]
-            probe_t = None
-            if probing:
-                probe_t, args = args[0], args[1:]
-            c_prev, h_prev = args[:2]
-            c, h, alpha, z, pre, attended, hidden = self._tick(
-                x_t, c_prev, h_prev, *args[2:], probe_t=probe_t)
-            if masked:  # padded ticks keep the previous state
-                c = T.switch(m_t, c, c_prev)
-                h = T.switch(m_t, h, h_prev)
-            # Speed, same maths: the backward scan reuses the forward scan's
-            # outputs wherever its graph contains one of them, and computes
-            # everything else again, tick by tick (Theano's Scan.L_op). So
-            # the gate pre-activations (z W_ctx + h W_hid: the step's two
-            # large products), alpha . a (beta's gradient) and the attention
-            # MLP's tanh are outputs too, though only the gradient reads
-            # them. Theano substitutes the outputs one after the other, so
-            # the order matters: each before the values it is computed from
-            # (pre contains z, z alpha . a, that alpha, alpha the MLP's
-            # hidden layer), or it would no longer be recognised.
-            return [c, h, pre, z, attended, alpha, hidden]
-
-        _, hids, _, contexts, _, alphas, _ = theano.scan(
-            scan_step, sequences, outputs_info=outputs_info,
-            non_sequences=non_sequences, strict=True)[0]
+        hids, contexts, alphas = self._scan_ticks(x, inputs, context_probe)
         return T.concatenate([hids, contexts, alphas], axis=2) \
             .dimshuffle(1, 0, 2)
 

@@ -26,7 +26,6 @@ tick is ``[h2_t, v_t, alpha_t]``, the parts of
 """
 import captioning.stack  # noqa: F401  (Theano flags and the Lasagne backport first)
 
-import theano
 import theano.tensor as T
 from lasagne import init, nonlinearities
 from lasagne.layers import Layer, MergeLayer
@@ -34,8 +33,8 @@ from lasagne.layers.recurrent import Gate
 
 from captioning.attention import RegionAttentionMLP
 from captioning.stack.lasagne_compat.lstm import (GATES, add_init_incomings,
-                                            gate_preactivations, initial_state,
-                                            lstm_gates, stacked_weights)
+                                            gate_preactivations, lstm_gates,
+                                            stacked_weights)
 
 __all__ = ["TopDownLSTMLayer"]
 
@@ -76,6 +75,10 @@ class TopDownLSTMLayer(RegionAttentionMLP, MergeLayer):
     Output: ``(batch, time, num_units + region_size + n_regions)``, at tick
     t ``[h2_t, v_t, alpha_t]``.
     """
+    # _tick's results the scan returns after c, h (see
+    # RegionAttentionMLP._scan_ticks): the language LSTM's pre-activations,
+    # v, alpha, the MLP's hidden layer, the attention LSTM's pre-activations
+    _SCAN_ORDER = (5, 3, 2, 6, 4)
 
     def __init__(self, incoming, regions, num_units, attention_units=None,
                  ingate=Gate(), forgetgate=Gate(),
@@ -216,37 +219,6 @@ class TopDownLSTMLayer(RegionAttentionMLP, MergeLayer):
         regions = inputs[1]
         # (time, batch, 4H): the mean region's part broadcast over time
         x = self._word_part(inputs[0].dimshuffle(1, 0, 2), regions)
-        sequences = [x]
-        masked = self.mask_incoming_index > 0
-        if masked:
-            sequences.append(inputs[self.mask_incoming_index]
-                             .T.dimshuffle(0, 1, "x"))
-        probing = context_probe is not None
-        if probing:
-            sequences.append(context_probe)
-        outputs_info = [initial_state(self, "cell_init", inputs, x),
-                        initial_state(self, "hid_init", inputs, x)] + [None] * 5
-        non_sequences = [regions, self.project_regions(regions)] + \
-            self._tick_weights()
-
-        def scan_step(x_t, *args):
-            if masked:
-                m_t, args = args[0], args[1:]
-            probe_t = None
-            if probing:
-                probe_t, args = args[0], args[1:]
-            c_prev, h_prev = args[:2]
-            c, h, alpha, v, pre_att, pre_lang, hidden = self._tick(
-                x_t, c_prev, h_prev, *args[2:], probe_t=probe_t)
-            if masked:
-                c = T.switch(m_t, c, c_prev)
-                h = T.switch(m_t, h, h_prev)
-            # outputs only the backward scan reads, each before the values
-            # it is computed from (see AttentionLSTMLayer.get_output_for)
-            return [c, h, pre_lang, v, alpha, hidden, pre_att]
-
-        _, hids, _, contexts, alphas, _, _ = theano.scan(
-            scan_step, sequences, outputs_info=outputs_info,
-            non_sequences=non_sequences, strict=True)[0]
+        hids, contexts, alphas = self._scan_ticks(x, inputs, context_probe)
         return T.concatenate([hids[:, :, self.num_units:], contexts, alphas],
                              axis=2).dimshuffle(1, 0, 2)
