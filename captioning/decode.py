@@ -12,6 +12,11 @@ takes the image's regions every tick and gives where it looked
 
 By default ``#UNK#`` is never produced (a caption with an unknown-word
 marker is worth less than one without) and ``#START#`` never is either.
+``no_repeat_ngram=n`` (greedy and beam search; off by default) also bans
+every word that would repeat an n-word phrase of the caption so far (as
+fairseq's ``--no-repeat-ngram-size``, Paulus et al. 2017): with 3, "a man
+on a bike is on a bike" cannot be produced ("on a bike" twice), "a man
+riding a bike on a road" can.
 """
 import numpy as np
 
@@ -25,7 +30,10 @@ class _Decoder:
     reorders, and what stays with the image (an attention model's regions
     and their projection, the same for all beams of one image)."""
 
-    def __init__(self, model, codes, allow_unk):
+    def __init__(self, model, codes, allow_unk, no_repeat_ngram=0):
+        if no_repeat_ngram < 0:
+            raise ValueError("no_repeat_ngram must be >= 0, got %r"
+                             % no_repeat_ngram)
         init_state, self._step = model.compile_step()
         prepared = model.prepare_codes(codes)
         first = init_state(prepared)
@@ -35,6 +43,8 @@ class _Decoder:
         self.fixed = list(first[2:])
         self.banned = [model.vocab.start_ix] + (
             [] if allow_unk else [model.vocab.unk_ix])
+        self.no_repeat_ngram = no_repeat_ngram
+        self.fed = np.zeros((len(self), 0), dtype="int32")  # words so far, per row
 
     def __len__(self):
         return len(self.state[0])
@@ -43,22 +53,43 @@ class _Decoder:
         """``k`` rows per image, image-major (row i*k + j: beam j of image i)."""
         self.state = [np.repeat(a, k, axis=0) for a in self.state]
         self.fixed = [np.repeat(a, k, axis=0) for a in self.fixed]
+        self.fed = np.repeat(self.fed, k, axis=0)
 
     def reorder(self, rows):
         """Take the state of ``rows`` (always rows of the same image)."""
         self.state = [a[rows] for a in self.state]
+        self.fed = self.fed[rows]
 
     def step(self, words):
         """``(log_probs, attention or None)`` of the next word, one row each."""
-        out = self._step(np.asarray(words, dtype="int32"), *self.state, *self.fixed)
+        words = np.asarray(words, dtype="int32")
+        out = self._step(words, *self.state, *self.fixed)
         log_probs, self.state = out[0], list(out[1:3])
         log_probs[:, self.banned] = -np.inf
+        if self.no_repeat_ngram:
+            self.fed = np.concatenate([self.fed, words[:, None]], axis=1)
+            self._ban_repeats(log_probs)
         return log_probs, (out[3] if self.attends else None)
 
+    def _ban_repeats(self, log_probs):
+        """-inf for each row's words that would end an n-gram it has fed
+        already (``#START#`` included: it is never fed again)."""
+        n, fed = self.no_repeat_ngram, self.fed
+        windows = fed.shape[1] - n + 1     # earlier n-grams: start 0..windows-1
+        if windows < 1:
+            return
+        # an earlier n-gram whose first n-1 words are the last n-1 fed
+        same = np.ones((len(fed), windows), dtype=bool)
+        for j in range(n - 1):
+            same &= fed[:, j:j + windows] == fed[:, [windows + j]]
+        rows, starts = np.nonzero(same)
+        log_probs[rows, fed[rows, starts + n - 1]] = -np.inf
 
-def _run(model, codes, choose, max_len, allow_unk, with_attention=False):
+
+def _run(model, codes, choose, max_len, allow_unk, with_attention=False,
+         no_repeat_ngram=0):
     """Feed back ``choose(log_probs)`` until every row said ``#END#``."""
-    decoder = _Decoder(model, codes, allow_unk)
+    decoder = _Decoder(model, codes, allow_unk, no_repeat_ngram)
     end = model.vocab.end_ix
     n = len(decoder)
     words = np.full(n, model.vocab.start_ix, dtype="int32")
@@ -86,7 +117,8 @@ def _needs_attention(decoder):
         raise ValueError("this model has no attention to show (arch seminar)")
 
 
-def greedy(model, codes, max_len=MAX_LEN, allow_unk=False, with_attention=False):
+def greedy(model, codes, max_len=MAX_LEN, allow_unk=False, with_attention=False,
+           no_repeat_ngram=0):
     """The most likely next word at every tick.
 
     Parameters
@@ -101,6 +133,9 @@ def greedy(model, codes, max_len=MAX_LEN, allow_unk=False, with_attention=False)
 
     with_attention : bool
         Also return, for an attention model, where it looked for each word.
+    no_repeat_ngram : int
+        If > 0, never repeat a phrase of that many words within a caption
+        (see the module's docstring); 0: off.
 
     Returns
     -------
@@ -110,7 +145,7 @@ def greedy(model, codes, max_len=MAX_LEN, allow_unk=False, with_attention=False)
         (len(words), n_regions): row t is the attention that chose word t.
     """
     return _run(model, codes, lambda lp: lp.argmax(axis=1), max_len, allow_unk,
-                with_attention)
+                with_attention, no_repeat_ngram)
 
 
 def sample(model, codes, temperature=1.0, max_len=MAX_LEN, allow_unk=False,
@@ -138,7 +173,7 @@ def sample(model, codes, temperature=1.0, max_len=MAX_LEN, allow_unk=False,
 
 
 def beam_search(model, codes, k=3, max_len=MAX_LEN, allow_unk=False,
-                with_attention=False):
+                with_attention=False, no_repeat_ngram=0):
     """Keep the ``k`` best prefixes per image; return the best caption.
 
     Hypotheses are ranked, once finished (``#END#`` emitted), by their total
@@ -146,13 +181,14 @@ def beam_search(model, codes, k=3, max_len=MAX_LEN, allow_unk=False,
     so that short captions are not favoured just for having fewer factors.
     An image stops when it has ``k`` finished hypotheses; one that reaches
     ``max_len`` without any returns its best unfinished prefix. With
-    ``k=1`` this is exactly :func:`greedy`.
+    ``k=1`` this is exactly :func:`greedy` (with the same
+    ``no_repeat_ngram``).
 
     Other parameters and the result as for :func:`greedy`.
     """
     if k < 1:
         raise ValueError("beam width k must be >= 1, got %r" % k)
-    decoder = _Decoder(model, codes, allow_unk)
+    decoder = _Decoder(model, codes, allow_unk, no_repeat_ngram)
     if with_attention:
         _needs_attention(decoder)
     n = len(decoder)
@@ -231,8 +267,9 @@ def beam_search(model, codes, k=3, max_len=MAX_LEN, allow_unk=False,
 
 
 def caption(model, codes, beam=1, max_len=MAX_LEN, batch_size=250,
-            progress=False):
-    """Captions as strings: greedy for ``beam <= 1``, else beam search.
+            progress=False, no_repeat_ngram=0):
+    """Captions as strings: greedy for ``beam <= 1``, else beam search
+    (``no_repeat_ngram`` as for :func:`greedy`).
 
     Images are decoded ``batch_size`` at a time (one tick per word for the
     whole batch), with a progress bar on stderr if ``progress``.
@@ -245,8 +282,10 @@ def caption(model, codes, beam=1, max_len=MAX_LEN, batch_size=250,
                       disable=not progress, file=sys.stderr):
         part = codes[start:start + batch_size]
         if beam <= 1:
-            found = greedy(model, part, max_len=max_len)
+            found = greedy(model, part, max_len=max_len,
+                           no_repeat_ngram=no_repeat_ngram)
         else:
-            found = beam_search(model, part, k=beam, max_len=max_len)
+            found = beam_search(model, part, k=beam, max_len=max_len,
+                                no_repeat_ngram=no_repeat_ngram)
         captions.extend(" ".join(words) for words in found)
     return captions

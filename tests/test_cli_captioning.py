@@ -95,6 +95,40 @@ def test_describe_prints_one_line_per_image(env, trained, capsys):
     assert all(line.split("\t")[1] for line in lines)
 
 
+def test_describe_and_evaluate_pass_no_repeat_ngram_to_the_decoder(
+        env, trained, capsys, monkeypatch):
+    import captioning.decode as decode
+    seen = []
+    real = decode.beam_search
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("no_repeat_ngram"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decode, "beam_search", spy)
+    images = [str(env / "images" / n) for n in ("r9.jpg", "b9.jpg")]
+    assert main(["describe", "--model", str(trained), "--beam", "2",
+                 "--no-repeat-ngram", "1"] + images) == 0
+    for line in capsys.readouterr().out.strip().splitlines():
+        words = line.split("\t")[1].split()
+        assert len(words) == len(set(words))
+    assert main(["evaluate", "--model", str(trained), "--images",
+                 str(env / "images"), "--captions", str(env / "Flickr8k.token.txt"),
+                 "--beam", "2", "--no-repeat-ngram", "3"]) == 0
+    assert main(["describe", "--model", str(trained), "--beam", "2"] + images) == 0
+    assert seen == [1, 3, 0]
+
+
+@pytest.mark.parametrize("command", ["describe", "evaluate"])
+def test_a_negative_no_repeat_ngram_is_one_line(env, trained, capsys, command):
+    where = ([str(env / "images" / "r9.jpg")] if command == "describe" else
+             ["--images", str(env / "images"), "--captions",
+              str(env / "Flickr8k.token.txt")])
+    rc = main([command, "--model", str(trained), "--no-repeat-ngram", "-1"] + where)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--no-repeat-ngram must be >= 0" in err
+
+
 def test_describe_reports_bad_images_and_captions_the_rest(env, trained, capsys):
     good = str(env / "images" / "g9.jpg")
     missing = str(env / "images" / "nope.jpg")
@@ -370,10 +404,13 @@ def test_evaluate_and_describe_run_the_attention_model(env, attention_trained,
     photo = env / "images" / "r9.jpg"
     out = tmp_path / "map.png"
     rc = caption(["describe", "--model", str(attention_trained), "--attention-map",
-                  str(out), str(photo)], encoder=fake_spatial_encoder())
+                  str(out), "--no-repeat-ngram", "1", str(photo)],
+                 encoder=fake_spatial_encoder())
     printed = capsys.readouterr()
     assert rc == 0, printed.err
     assert printed.out.startswith("%s\t" % photo)
+    words = printed.out.split("\t")[1].split()
+    assert len(words) == len(set(words))
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 

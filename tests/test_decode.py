@@ -97,6 +97,73 @@ def test_caption_strings_and_bad_arguments(model, codes):
         decode.beam_search(model, codes, k=0)
 
 
+def reference_greedy_without_repeats(model, code, n, max_len):
+    """Greedy on the full graph's probabilities, re-run on the whole prefix
+    at every tick, banning by brute force each word that would close an
+    n-gram (over #START# and the words so far) already in the caption."""
+    vocab = model.vocab
+    ids = [vocab.start_ix]
+    while len(ids) <= max_len:
+        probs = model.get_probs(model.prepare_codes(code[None]),
+                                np.array([ids], dtype="int32"))[0][-1]
+        probs[[vocab.start_ix, vocab.unk_ix]] = 0
+        seen = {tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)}
+        for w in range(len(probs)):
+            if tuple(ids[len(ids) - n + 1:] + [w]) in seen:
+                probs[w] = 0
+        word = int(probs.argmax())
+        if word == vocab.end_ix:
+            break
+        ids.append(word)
+    return [vocab.words[i] for i in ids[1:]]
+
+
+def repeats(words, n):
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_greedy_never_repeats_an_ngram_when_asked(model, codes, n):
+    plain = decode.greedy(model, codes[:6], max_len=12)
+    assert any(repeats(words, n) for words in plain)   # the test can fail
+    found = decode.greedy(model, codes[:6], max_len=12, no_repeat_ngram=n)
+    for i, words in enumerate(found):
+        assert not repeats(words, n)
+        assert words == reference_greedy_without_repeats(model, codes[i], n, 12)
+    assert decode.beam_search(model, codes[:6], k=1, max_len=12,
+                              no_repeat_ngram=n) == found
+
+
+def test_wide_beam_without_repeated_words_finds_the_best_such_caption(model, codes):
+    # as the exhaustive test above, over the captions of <= 2 words that do
+    # not use a word twice (no_repeat_ngram=1)
+    words = model.vocab.words[3:]
+    candidates = [list(c) for n in range(3)
+                  for c in itertools.product(words, repeat=n)
+                  if len(set(c)) == len(c)]
+    unbanned = decode.beam_search(model, codes[:3], k=2500, max_len=3)
+    assert any(repeats(c, 1) for c in unbanned)        # the test can fail
+    for i in range(3):
+        best = max(candidates, key=lambda c: score(model, codes[i], c))
+        found = decode.beam_search(model, codes[i:i + 1], k=2500, max_len=3,
+                                   no_repeat_ngram=1)[0]
+        assert not repeats(found, 1)
+        assert score(model, codes[i], found) == pytest.approx(
+            score(model, codes[i], best), abs=1e-5)
+
+
+def test_beams_without_repeats_batch_like_single_images(model, codes):
+    together = decode.beam_search(model, codes[:5], k=3, max_len=12,
+                                  no_repeat_ngram=2)
+    alone = [decode.beam_search(model, codes[i:i + 1], k=3, max_len=12,
+                                no_repeat_ngram=2)[0] for i in range(5)]
+    assert together == alone
+    assert not any(repeats(words, 2) for words in together)
+    with pytest.raises(ValueError, match="no_repeat_ngram"):
+        decode.greedy(model, codes, no_repeat_ngram=-1)
+
+
 # ------------------------------------------------------------ attention model
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import sys
 
 from captioning.errors import UsageError
 
-__all__ = ["add_cnn_option", "load_model_or_fail", "check_beam",
-           "model_encoder", "encode_or_fail"]
+__all__ = ["add_cnn_option", "add_decoding_options", "load_model_or_fail",
+           "check_decoding", "model_encoder", "encode_or_fail"]
 
 
 def add_cnn_option(p):
@@ -17,6 +17,16 @@ def add_cnn_option(p):
                         "as model.json records it")
 
 
+def add_decoding_options(p):
+    """``--beam`` and ``--no-repeat-ngram`` (see :mod:`captioning.decode`)."""
+    p.add_argument("--beam", type=int, default=1, metavar="K",
+                   help="beam width; 1 = greedy (default %(default)s)")
+    p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
+                   help="never repeat a phrase of N words within a caption "
+                        "(3 turns 'on a bike on a bike' into something else); "
+                        "0 = off (default %(default)s)")
+
+
 def load_model_or_fail(model_dir):
     """The model, or a UsageError that says what is wrong with the dir."""
     from captioning.model_dir import ModelFileError, load_model
@@ -26,9 +36,12 @@ def load_model_or_fail(model_dir):
         raise UsageError(str(error))
 
 
-def check_beam(beam):
-    if beam < 1:
-        raise UsageError("--beam must be >= 1, got %d" % beam)
+def check_decoding(args):
+    if args.beam < 1:
+        raise UsageError("--beam must be >= 1, got %d" % args.beam)
+    if args.no_repeat_ngram < 0:
+        raise UsageError("--no-repeat-ngram must be >= 0 (0 = off), got %d"
+                         % args.no_repeat_ngram)
 
 
 def model_encoder(model, cnn=None, given=None, command="describe"):

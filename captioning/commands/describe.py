@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from captioning.commands.common import (add_cnn_option, check_beam,
+from captioning.commands.common import (add_cnn_option, add_decoding_options,
+                                        check_decoding,
                                         encode_or_fail, load_model_or_fail,
                                         model_encoder)
 from captioning.errors import UsageError
@@ -23,8 +24,7 @@ def register(subparsers):
                     "directory written by `caption train`.")
     p.add_argument("--model", required=True, metavar="MODEL_DIR",
                    help="model directory (params.npz + model.json)")
-    p.add_argument("--beam", type=int, default=1, metavar="K",
-                   help="beam width; 1 = greedy (default %(default)s)")
+    add_decoding_options(p)
     add_cnn_option(p)
     p.add_argument("--attention-map", metavar="OUT.png",
                    help="also draw where an attention model looked for each "
@@ -44,15 +44,17 @@ def map_path(out, photo, several):
     return out.with_name("%s-%s%s" % (out.stem, Path(photo).stem, out.suffix or ".png"))
 
 
-def draw_attention(model, encoder, paths, codes, beam, out):
+def draw_attention(model, encoder, paths, codes, beam, out, no_repeat_ngram=0):
     """Caption ``paths`` and draw each one's attention map; returns the
     captions."""
     import matplotlib
     matplotlib.use("Agg")          # files only: no window
     from captioning.decode import beam_search, greedy
     from captioning.notebook.figures import show_attention
-    found = (greedy(model, codes, with_attention=True) if beam <= 1 else
-             beam_search(model, codes, k=beam, with_attention=True))
+    found = (greedy(model, codes, with_attention=True,
+                    no_repeat_ngram=no_repeat_ngram) if beam <= 1 else
+             beam_search(model, codes, k=beam, with_attention=True,
+                         no_repeat_ngram=no_repeat_ngram))
     side = int(round(np.sqrt(codes.shape[1])))
     grid = (side, codes.shape[1] // side)
     for path, (words, weights) in zip(paths, found):
@@ -65,7 +67,7 @@ def draw_attention(model, encoder, paths, codes, beam, out):
 
 def run(args):
     from captioning.decode import caption
-    check_beam(args.beam)
+    check_decoding(args)
     model = load_model_or_fail(args.model)
     if args.attention_map and "attention" not in model.layers:
         raise UsageError("--attention-map needs a model trained with --arch "
@@ -78,9 +80,10 @@ def run(args):
         paths = [args.images[i] for i in kept]
         if args.attention_map:
             texts = draw_attention(model, encoder, paths, codes, args.beam,
-                                   args.attention_map)
+                                   args.attention_map, args.no_repeat_ngram)
         else:
-            texts = caption(model, codes, beam=args.beam)
+            texts = caption(model, codes, beam=args.beam,
+                            no_repeat_ngram=args.no_repeat_ngram)
         for path, text in zip(paths, texts):
             print("%s\t%s" % (path, text))
     if failures:

@@ -15,7 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from captioning.commands.common import (add_cnn_option, check_beam,
+from captioning.commands.common import (add_cnn_option, add_decoding_options,
+                                        check_decoding,
                                         encode_or_fail, load_model_or_fail,
                                         model_encoder)
 from captioning.errors import UsageError
@@ -41,8 +42,7 @@ def register(subparsers):
                    help="photos to evaluate, one file name a line (e.g. "
                         "Flickr_8k.devImages.txt); default: every photo of "
                         "TOKENFILE")
-    p.add_argument("--beam", type=int, default=1, metavar="K",
-                   help="beam width; 1 = greedy (default %(default)s)")
+    add_decoding_options(p)
     add_cnn_option(p)
     p.set_defaults(func=run, encoder=None)
 
@@ -62,7 +62,7 @@ def run(args):
     from captioning.datasets.flickr8k import read_tokens
     from captioning.metrics import score_captions
 
-    check_beam(args.beam)
+    check_decoding(args)
     if not Path(args.images).is_dir():
         raise UsageError("--images %s is not a folder" % args.images)
     try:
@@ -92,7 +92,8 @@ def run(args):
         raise UsageError("none of the %d listed images could be captioned"
                          % len(names))
     kept_names = [known[i] for i in kept]
-    found = caption(model, codes, beam=args.beam, progress=True)
+    found = caption(model, codes, beam=args.beam, progress=True,
+                    no_repeat_ngram=args.no_repeat_ngram)
     scores = score_captions(found, [references[n] for n in kept_names])
     scores = {k: round(v, 4) for k, v in scores.items()}
     scores["n_images"] = len(kept_names)
