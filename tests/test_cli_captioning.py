@@ -457,3 +457,40 @@ def test_train_starts_the_embedding_from_word2vec_and_records_it(env, tmp_path):
     facts = config["training"]["word_vectors"]
     assert facts["frozen"] is True and facts["source"].startswith("word2vec")
     assert config["hyper_parameters"]["train_embedding"] is False
+
+
+@pytest.mark.slow
+def test_train_at_another_image_size_records_it_and_describe_encodes_so(
+        env, tmp_path, capsys):
+    # The real Lite0 at 64 px: a 2 x 2 grid of regions (cheap to compile).
+    out = tmp_path / "small"
+    rc = caption(["train", "--flickr8k", str(env), "--out", str(out), "--arch",
+                  "attention", "--image-size", "64", "--epochs", "1",
+                  "--self-critical-rounds", "0"] + TINY + ["--embed-size", "50"])
+    assert rc == 0, capsys.readouterr().err
+    record = json.loads((out / "model.json").read_text())["encoder"]
+    assert record["image_size"] == 64 and record["code_shape"] == [4, 1280]
+    assert "short64" in record["preprocessing"]
+    photo, drawn = env / "images" / "r9.jpg", tmp_path / "map.png"
+    capsys.readouterr()
+    rc = caption(["describe", "--model", str(out), "--attention-map", str(drawn),
+                  str(photo)])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    assert printed.out.startswith("%s\t" % photo) and drawn.is_file()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--image-size", "8"], "image size 8: give a whole number of pixels"),
+    (["--cnn", "googlenet", "--image-size", "448"],
+     "googlenet sees 224-px photos only"),
+    (["--arch", "attention", "--image-size", "448", "--region-grid", "3"],
+     "the grid must divide 14 (1, 2, 7, 14)"),
+])
+def test_an_image_size_that_cannot_be_made_is_one_line(env, tmp_path, capsys,
+                                                       options, message):
+    out = tmp_path / "m"
+    rc = caption(["train", "--flickr8k", str(env), "--out", str(out)] + options + TINY)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and message in err
+    assert not out.exists()

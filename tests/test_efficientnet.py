@@ -361,3 +361,85 @@ def test_pooled_is_the_regions_mean_and_gives_the_logits(
     if expected is not None:   # and the reference itself
         assert np.abs(from_regions - expected).max() < 0.01
         np.testing.assert_array_equal(from_regions.argmax(1), expected.argmax(1))
+
+
+# --------------------------------------------- a larger image, a finer grid
+
+@pytest.fixture(scope="module")
+def fine_codes():
+    """scikit-image photos through the 448-px Lite0 encoder (14 x 14 grid)."""
+    import skimage.data
+    from captioning.cnn.encode import Encoder
+    photos = {"coffee": skimage.data.coffee(), "chelsea": skimage.data.chelsea(),
+              "astronaut": skimage.data.astronaut()}
+    encoder = Encoder("efficientnet_lite0", "spatial", image_size=448)
+    batch = np.concatenate([encoder.preprocess(p) for p in photos.values()])
+    return photos, batch, encoder.batch_codes(batch)
+
+
+def test_448_px_preprocessing_is_pillows_resize_and_centre_crop():
+    # The reference: Pillow's bilinear resize of the short side to 448 and
+    # the centre square, written out here.
+    from PIL import Image
+    from captioning.cnn.encode import Encoder
+    img = np.random.RandomState(1).randint(0, 256, (300, 500, 3)).astype(np.uint8)
+    x = Encoder("efficientnet_lite0", "spatial", image_size=448).preprocess(img)
+    big = np.asarray(Image.fromarray(img).resize((747, 448), Image.BILINEAR))
+    crop = big[:, (747 - 448) // 2:(747 - 448) // 2 + 448]
+    assert x.shape == (1, 3, 448, 448)
+    np.testing.assert_allclose(x[0], (crop.transpose(2, 0, 1) - 127.0) / 128.0)
+
+
+@pytest.mark.slow
+def test_448_px_codes_are_a_14x14_grid_whose_mean_gives_the_logits(fine_codes):
+    from captioning.cnn.pth import load_state_dict
+    photos, batch, codes = fine_codes
+    assert codes["spatial"].shape == (3, 196, 1280)
+    regions = codes["spatial"].astype(np.float64)
+    np.testing.assert_allclose(codes["pooled"], regions.mean(axis=1),
+                               rtol=1e-5, atol=1e-6)
+    state = load_state_dict(E.default_weights_path())
+    W, b = state["_fc.weight"].astype(np.float64), state["_fc.bias"]
+    logits = regions.mean(axis=1) @ W.T + b
+    np.testing.assert_allclose(codes["logits"], logits, atol=1e-4)
+    # The same weights still recognise the photos at twice the size.
+    expected = {"coffee": {967}, "chelsea": {281, 282, 283, 285},
+                "astronaut": {518, 560}}   # crash helmet / football helmet
+    for row, name in enumerate(photos):
+        top1 = int(np.argmax(logits[row]))
+        assert top1 in expected[name], (name, E.class_names()[top1])
+
+
+@pytest.mark.slow
+def test_448_px_regions_see_their_part_of_the_photo(fine_codes):
+    # A photo whose left half is the cat and right half grey: the regions
+    # over the cat differ from the grey ones, and the grey ones from one
+    # another hardly at all (a coarse check that row-major order and the
+    # grid line up at 14 x 14).
+    import skimage.data
+    from captioning.cnn.encode import Encoder
+    cat = skimage.data.chelsea()[:, :300]
+    img = np.concatenate([cat, np.full_like(cat, 128)], axis=1)   # 300 x 600
+    encoder = Encoder("efficientnet_lite0", "spatial", image_size=448)
+    grid = encoder.batch_codes(encoder.preprocess(img[:300, 150:450]))["spatial"]
+    grid = grid[0].astype(np.float64).reshape(14, 14, 1280)
+    left, right = grid[:, :5].reshape(-1, 1280), grid[:, 10:].reshape(-1, 1280)
+    spread = lambda a: np.linalg.norm(a - a.mean(0), axis=1).mean()
+    assert spread(right) < 0.5 * spread(left)
+    assert np.linalg.norm(left.mean(0) - right.mean(0)) > spread(right)
+
+
+@pytest.mark.slow
+def test_a_7x7_grid_at_448_px_is_the_14x14_map_averaged_over_2x2_cells(
+        fine_codes):
+    from captioning.cnn.encode import Encoder
+    photos, batch, fine = fine_codes
+    coarse = Encoder("efficientnet_lite0", "spatial", image_size=448,
+                     grid=7).batch_codes(batch)
+    n = len(batch)
+    blocks = fine["spatial"].reshape(n, 7, 2, 7, 2, 1280).mean(axis=(2, 4))
+    assert coarse["spatial"].shape == (n, 49, 1280)
+    np.testing.assert_allclose(coarse["spatial"], blocks.reshape(n, 49, 1280),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(coarse["pooled"], fine["pooled"], rtol=1e-5,
+                               atol=1e-6)

@@ -17,7 +17,8 @@ import pytest
 
 from _encoder_fakes import FakeEncoder
 from captioning.cnn import codes_cache, encode as encode_module
-from captioning.cnn.encode import Encoder, EncoderError, encode, encoder_for_model
+from captioning.cnn.encode import (FEATURE_KINDS, Encoder, EncoderError, encode,
+                                   encoder_for_model)
 
 
 def digest_code(path):
@@ -211,11 +212,98 @@ def test_the_real_encoders_cache_names_extend_the_file_names_of_before():
     assert other_weights != Encoder("googlenet", weights="/a/b.pkl").cache_name
 
 
+@pytest.mark.parametrize("size, side", [(448, 14), (300, 10), (32, 1), (260, 9)])
+def test_a_larger_image_size_gives_a_finer_grid_its_own_cache_and_record(
+        size, side):
+    fine = Encoder(feature_kind="spatial", image_size=size)
+    assert fine.code_shape == (side * side, 1280)
+    assert fine.record() == {
+        "cnn": "efficientnet_lite0", "feature_kind": "spatial",
+        "preprocessing": "rgb-short%d-bilinear-centrecrop-minus127-div128" % size,
+        "code_size": 1280, "code_shape": [side * side, 1280],
+        "image_size": size}
+    assert fine.cache_name == "codes-efficientnet_lite0-spatial-%dpx" % size
+    assert fine.for_kind("pooled").cache_name == \
+        "codes-efficientnet_lite0-pooled-%dpx" % size
+    back = Encoder.from_record(json.loads(json.dumps(fine.record())))
+    assert (back.image_size, back.code_shape) == (size, fine.code_shape)
+    assert encoder_for_model(fine.record(), 1280)[0].image_size == size
+    with pytest.raises(EncoderError, match="trained on efficientnet_lite0 "
+                                           "spatial .*short%d" % size):
+        encoder_for_model(fine.record(), 1280,
+                          given=Encoder(feature_kind="spatial"))
+
+
+def test_the_cnns_own_image_size_is_the_default():
+    # Naming the default changes nothing: records (and so every model
+    # directory made before the option) and cache folders stay the same.
+    for cnn, size in (("efficientnet_lite0", 224), ("efficientnet_lite2", 260),
+                      ("googlenet", 224)):
+        kinds = ("logits",) if cnn == "googlenet" else FEATURE_KINDS
+        for kind in kinds:
+            plain, named = Encoder(cnn, kind), Encoder(cnn, kind, image_size=size)
+            assert named.record() == plain.record()
+            assert "image_size" not in plain.record()
+            assert named.cache_name == plain.cache_name
+    assert Encoder("efficientnet_lite2", "spatial").code_shape == (81, 1280)
+
+
+def test_a_region_grid_averages_the_map_and_is_recorded():
+    coarse = Encoder(feature_kind="spatial", image_size=448, grid=7)
+    assert coarse.code_shape == (49, 1280)
+    record = coarse.record()
+    assert record["grid"] == 7 and record["image_size"] == 448
+    assert record["code_shape"] == [49, 1280]
+    assert coarse.cache_name == "codes-efficientnet_lite0-spatial-448px-grid7"
+    # the other kinds of the same pass: one vector a photo, no grid
+    assert coarse.for_kind("pooled").record() == Encoder(
+        feature_kind="pooled", image_size=448).record()
+    back = Encoder.from_record(json.loads(json.dumps(record)))
+    assert (back.image_size, back.grid, back.code_shape) == (448, 7, (49, 1280))
+    # a model of the averaged grid refuses the fine one, and the 224-px one
+    # (whose shape is the same)
+    for other in (Encoder(feature_kind="spatial", image_size=448),
+                  Encoder(feature_kind="spatial")):
+        with pytest.raises(EncoderError, match="the model was trained on"):
+            encoder_for_model(record, 1280, given=other)
+    # the map's own side is the default grid
+    assert Encoder(feature_kind="spatial", image_size=448, grid=14).record() \
+        == Encoder(feature_kind="spatial", image_size=448).record()
+
+
+@pytest.mark.parametrize("kind, size, grid, message", [
+    ("spatial", 448, 5, "a grid of 5 regions on a side: at 448 px the map is "
+                        "14 x 14, and the grid must divide 14 \\(1, 2, 7, 14\\)"),
+    ("spatial", 224, 0, "a grid of 0 regions"),
+    ("spatial", 224, 7.0, "a grid of 7.0 regions"),
+    ("pooled", 448, 7, "a region grid is for spatial codes, not pooled"),
+])
+def test_grids_that_cannot_be_made_are_refused(kind, size, grid, message):
+    with pytest.raises(EncoderError, match=message):
+        Encoder(feature_kind=kind, image_size=size, grid=grid)
+
+
+@pytest.mark.parametrize("cnn, size, message", [
+    ("googlenet", 448, "googlenet sees 224-px photos only"),
+    ("efficientnet_lite0", 31, "image size 31: give a whole number of pixels "
+                               "from 32 to 1024"),
+    ("efficientnet_lite0", 1025, "from 32 to 1024"),
+    ("efficientnet_lite0", 300.0, "image size 300.0"),
+    ("efficientnet_lite0", True, "image size True"),
+])
+def test_image_sizes_that_cannot_be_made_are_refused(cnn, size, message):
+    with pytest.raises(EncoderError, match=message):
+        Encoder(cnn, image_size=size)
+    record = dict(Encoder().record(), cnn=cnn, image_size=size)
+    with pytest.raises(EncoderError, match=message):
+        Encoder.from_record(record)
+
+
 def test_records_name_the_cnn_the_feature_kind_and_the_preprocessing():
     record = Encoder().record()
     assert record == {"cnn": "efficientnet_lite0", "feature_kind": "logits",
-                      "preprocessing": encode_module.PREPROCESSING[
-                          "efficientnet_lite0"], "code_size": 1000}
+                      "preprocessing": (
+                          "rgb-short224-bilinear-centrecrop-minus127-div128"), "code_size": 1000}
     assert Encoder("googlenet").record()["preprocessing"] != \
         record["preprocessing"]
     assert Encoder.from_record(Encoder("googlenet").record()).cnn == "googlenet"
@@ -274,7 +362,7 @@ def test_the_kinds_shapes_dtypes_and_records():
     assert spatial.code_dtype == np.float16
     assert spatial.record() == {
         "cnn": "efficientnet_lite0", "feature_kind": "spatial",
-        "preprocessing": encode_module.PREPROCESSING["efficientnet_lite0"],
+        "preprocessing": "rgb-short224-bilinear-centrecrop-minus127-div128",
         "code_size": 1280, "code_shape": [49, 1280]}
     # model.json stores it as JSON: the record must survive that
     back = Encoder.from_record(json.loads(json.dumps(spatial.record())))

@@ -39,7 +39,7 @@ import theano.tensor as T
 import lasagne
 from lasagne.layers import (Conv2DLayer, DenseLayer, DimshuffleLayer,
                             ElemwiseSumLayer, GlobalPoolLayer, InputLayer,
-                            Layer, NonlinearityLayer, ReshapeLayer)
+                            Layer, NonlinearityLayer, Pool2DLayer, ReshapeLayer)
 
 from captioning.cnn.depthwise import DepthwiseConv2DLayer
 from captioning.cnn.pth import load_state_dict
@@ -171,7 +171,7 @@ def _conv(incoming, name, num_filters, kernel, stride=1, groups=1,
     return layer
 
 
-def build_model(input_size=None, depthwise="direct", variant="lite0"):
+def build_model(input_size=None, depthwise="direct", variant="lite0", grid=None):
     """Build EfficientNet-Lite0 (random weights; see :func:`load_weights`).
 
     Parameters
@@ -186,6 +186,10 @@ def build_model(input_size=None, depthwise="direct", variant="lite0"):
         ``Conv2DLayer(num_groups=C, flip_filters=False)`` (Theano's grouped
         CorrMM). Same parameters, same outputs up to float rounding.
     variant : {'lite0', 'lite2'}
+    grid : int, optional
+        Regions on a side of ``'regions'``: the feature map averaged over
+        blocks of (map side / grid) cells (it must divide the map's side);
+        default: the map itself. ``'pool'`` is the same mean either way.
 
     Returns
     -------
@@ -222,7 +226,16 @@ def build_model(input_size=None, depthwise="direct", variant="lite0"):
                 layers[name + ".add"] = net
             index += 1
     net = _conv(net, "features", HEAD_CHANNELS, 1, layers=layers)
-    layers["regions"] = regions_layer(net)
+    side = net.output_shape[2]
+    if grid is None or grid == side:
+        layers["regions"] = regions_layer(net)
+    else:
+        if side % grid:
+            raise ValueError("a %d x %d feature map cannot be averaged to a "
+                             "%d x %d grid" % (side, side, grid, grid))
+        cells = layers["region_map"] = Pool2DLayer(
+            net, side // grid, mode="average_inc_pad", name="region_map")
+        layers["regions"] = regions_layer(cells)
     net = layers["pool"] = GlobalPoolLayer(net, name="pool")  # mean over H, W
     net = layers["logits"] = DenseLayer(net, NUM_CLASSES, nonlinearity=None,
                                         name="logits")

@@ -13,7 +13,10 @@ process and weights file, see :meth:`Encoder.batch_codes`). The kinds
   (region r is row r // 7 from the top, column r % 7 from the left); pooled
   is their mean. float16 (the map is ReLU6 output in [0, 6], so float16 keeps
   it to 2**-11 relative; 125,440 bytes a photo). Lite2 (260 px): 9 x 9 = 81
-  regions, same order.
+  regions, same order. At another ``image_size`` (the side of the square
+  the CNN sees) the map is that size / 32, rounded up: 14 x 14 at 448 px;
+  ``grid`` averages it to fewer regions (448 px, grid 7: 7 x 7, each the
+  mean of 2 x 2 cells: the finer features at the cost of a 7 x 7 grid).
 
 One CNN pass gives the asked kind and the kinds computed after it (spatial
 -> pooled -> logits), and :func:`encode` stores each in its own cache: the
@@ -66,12 +69,20 @@ CNNS = ("efficientnet_lite0", "efficientnet_lite2", "googlenet")
 # The EfficientNet-Lite CNNs -> captioning.cnn.efficientnet's variant.
 EFFICIENTNETS = {"efficientnet_lite0": "lite0", "efficientnet_lite2": "lite2"}
 FEATURE_KINDS = ("logits", "pooled", "spatial")
-# What each CNN's ``preprocess`` does to a uint8 RGB image; a model trained
-# on codes made one way must not be fed codes made another way.
+# Each CNN's input size (the side of the square it sees) unless told
+# otherwise: the size its ImageNet weights were trained at.
+INPUT_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite2": 260,
+               "googlenet": 224}
+# The input sizes an EfficientNet may be asked for (``image_size``): the
+# regions are size / 32 on a side, rounded up.
+IMAGE_SIZES = range(32, 1025)
+# What each CNN's ``preprocess`` does to a uint8 RGB image (%d: the input
+# size); a model trained on codes made one way must not be fed codes made
+# another way.
 PREPROCESSING = {
-    "efficientnet_lite0": "rgb-short224-bilinear-centrecrop-minus127-div128",
-    "efficientnet_lite2": "rgb-short260-bilinear-centrecrop-minus127-div128",
-    "googlenet": "bgr-short224-bilinear-centrecrop-minus-bvlc-mean",
+    "efficientnet_lite0": "rgb-short%d-bilinear-centrecrop-minus127-div128",
+    "efficientnet_lite2": "rgb-short%d-bilinear-centrecrop-minus127-div128",
+    "googlenet": "bgr-short%d-bilinear-centrecrop-minus-bvlc-mean",
 }
 # The output layer of each CNN that gives the feature kind.
 LAYERS = {("efficientnet_lite0", "logits"): "logits",
@@ -81,11 +92,8 @@ LAYERS = {("efficientnet_lite0", "logits"): "logits",
           ("efficientnet_lite2", "pooled"): "pool",
           ("efficientnet_lite2", "spatial"): "regions",
           ("googlenet", "logits"): "loss3/classifier"}
-# One photo's code per kind; regions: the input size / 32 (the stride of
-# the feature map), rounded up: 7 x 7 at Lite0's 224 px, 9 x 9 at Lite2's 260.
+# One photo's code per kind; spatial: (grid * grid, 1280), see map_side.
 CODE_SHAPES = {"logits": (1000,), "pooled": (1280,)}
-SPATIAL_SHAPES = {"efficientnet_lite0": (7 * 7, 1280),
-                  "efficientnet_lite2": (9 * 9, 1280)}
 CODE_DTYPES = {"logits": np.float32, "pooled": np.float32,
                "spatial": np.float16}
 # The order in which one CNN pass computes the kinds: a pass for a kind
@@ -96,7 +104,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Photos a cache shard holds: encoded between two writes (~10 s of CNN work).
 CHUNK = 256
 
-# (cnn, feature kind, weights realpath) -> compiled function: one per process.
+# (cnn, feature kind, image size, grid, weights realpath) -> compiled function:
+# one per process.
 _COMPILED = {}
 
 
@@ -123,19 +132,28 @@ def _import_pretrained_lenet():
     return module
 
 
-def _cnn_module(cnn):
+def map_side(image_size):
+    """Cells on a side of an EfficientNet's last map at ``image_size`` px:
+    the size / 32 (the map's stride), rounded up (7 at Lite0's 224 px, 9 at
+    Lite2's 260, 14 at 448)."""
+    return -(-image_size // 32)
+
+
+def _cnn_module(cnn, image_size=None, grid=None):
     """``build_model()``, ``load_weights(model, path)``, ``preprocess(rgb)``
-    of a CNN (and ``default_weights_path()`` for the EfficientNets)."""
+    of a CNN (and ``default_weights_path()`` for the EfficientNets), at
+    ``image_size`` px (default: the CNN's own), its regions on a ``grid``
+    (default: the map's own)."""
     if cnn in EFFICIENTNETS:
         from captioning.cnn import efficientnet as E
         variant = EFFICIENTNETS[cnn]
+        size = image_size or INPUT_SIZES[cnn]
         return SimpleNamespace(
-            build_model=functools.partial(E.build_model, variant=variant),
+            build_model=functools.partial(E.build_model, input_size=size,
+                                          variant=variant, grid=grid),
             load_weights=functools.partial(E.load_weights, variant=variant),
-            preprocess=functools.partial(E.preprocess,
-                                         size=E.VARIANTS[variant][2]),
-            centre_crop=functools.partial(E.centre_crop,
-                                          size=E.VARIANTS[variant][2]),
+            preprocess=functools.partial(E.preprocess, size=size),
+            centre_crop=functools.partial(E.centre_crop, size=size),
             default_weights_path=functools.partial(E.default_weights_path,
                                                    variant))
     lenet = _import_pretrained_lenet()
@@ -158,11 +176,22 @@ class Encoder:
         Weights file; default: the packaged EfficientNet-Lite ``.pth``, or
         ``data/blvc_googlenet.pkl`` (working directory, then the repository)
         for GoogLeNet.
+    image_size : int, optional
+        The side of the square an EfficientNet sees, in pixels (32-1024):
+        the photo's short side is resized to it. Default: the size its
+        weights were trained at (224 for Lite0, 260 for Lite2). A larger
+        size gives a finer region grid (448: 14 x 14). GoogLeNet: 224 only.
+    grid : int, optional
+        Spatial codes only: regions on a side, the map averaged over blocks
+        of cells (the grid must divide the map's side: 448 px and grid 7
+        give 7 x 7 regions, each the mean of 2 x 2 cells). Default: the
+        map's own cells.
 
     Attributes
     ----------
     code_shape : tuple
-        One photo's code: (1000,), (1280,) or (49, 1280) (Lite2: (81, 1280)).
+        One photo's code: (1000,), (1280,) or (49, 1280) (Lite2: (81, 1280);
+        a grid of map_side(image_size) or ``grid`` regions on a side).
     code_size : int
         The length of one feature vector (one region's for 'spatial'):
         ``code_shape[-1]``.
@@ -175,7 +204,8 @@ class Encoder:
         Unknown CNN or feature kind, or a kind the CNN does not give.
     """
 
-    def __init__(self, cnn=DEFAULT_CNN, feature_kind="logits", weights=None):
+    def __init__(self, cnn=DEFAULT_CNN, feature_kind="logits", weights=None,
+                 image_size=None, grid=None):
         if cnn not in CNNS:
             raise EncoderError("unknown CNN %r; choose from %s"
                                % (cnn, ", ".join(CNNS)))
@@ -185,29 +215,70 @@ class Encoder:
         if (cnn, feature_kind) not in LAYERS:
             raise EncoderError("%s gives no %s codes; its kinds: %s" % (
                 cnn, feature_kind, ", ".join(k for c, k in LAYERS if c == cnn)))
+        if image_size is not None and image_size != INPUT_SIZES[cnn]:
+            if cnn not in EFFICIENTNETS:
+                raise EncoderError("%s sees %d-px photos only; an image size "
+                                   "is for the EfficientNets" % (cnn, INPUT_SIZES[cnn]))
+            if (isinstance(image_size, bool) or not isinstance(image_size, int)
+                    or image_size not in IMAGE_SIZES):
+                raise EncoderError("image size %r: give a whole number of "
+                                   "pixels from %d to %d" % (
+                                       image_size, IMAGE_SIZES[0], IMAGE_SIZES[-1]))
         self.cnn, self.feature_kind = cnn, feature_kind
         self.weights = None if weights is None else os.fspath(weights)
-        self.preprocessing = PREPROCESSING[cnn]
-        self.code_shape = (SPATIAL_SHAPES[cnn] if feature_kind == "spatial"
+        self.image_size = image_size or INPUT_SIZES[cnn]
+        self.preprocessing = PREPROCESSING[cnn] % self.image_size
+        self.grid = None
+        if feature_kind == "spatial":
+            side = map_side(self.image_size)
+            self.grid = side if grid is None else grid
+            if (isinstance(self.grid, bool) or not isinstance(self.grid, int)
+                    or self.grid < 1 or side % self.grid):
+                raise EncoderError(
+                    "a grid of %r regions on a side: at %d px the map is "
+                    "%d x %d, and the grid must divide %d (%s)" % (
+                        grid, self.image_size, side, side, side, ", ".join(
+                            str(g) for g in range(1, side + 1) if side % g == 0)))
+        elif grid is not None:
+            raise EncoderError("a region grid is for spatial codes, not %s"
+                               % feature_kind)
+        self.code_shape = ((self.grid * self.grid, 1280) if self.grid
                            else CODE_SHAPES[feature_kind])
         self.code_size = self.code_shape[-1]
         self.code_dtype = np.dtype(CODE_DTYPES[feature_kind])
 
     def __repr__(self):
-        return "Encoder(%r, %r%s)" % (self.cnn, self.feature_kind, "" if
-                                      self.weights is None else
-                                      ", weights=%r" % self.weights)
+        return "Encoder(%r, %r%s%s%s)" % (
+            self.cnn, self.feature_kind,
+            "" if self.weights is None else ", weights=%r" % self.weights,
+            "" if self.own_size else ", image_size=%d" % self.image_size,
+            "" if self.own_grid else ", grid=%d" % self.grid)
+
+    @property
+    def own_grid(self):
+        """True unless spatial codes average the map to a coarser grid."""
+        return self.grid is None or self.grid == map_side(self.image_size)
+
+    @property
+    def own_size(self):
+        """True when the CNN sees photos at the size its weights know."""
+        return self.image_size == INPUT_SIZES[self.cnn]
 
     # ------------------------------------------------------------ records
     def record(self):
         """What a model trained on these codes must be fed: a JSON-able dict
-        (``code_shape`` only for codes of more than one axis, so the records
-        of logits models are those of before)."""
+        (``code_shape`` only for codes of more than one axis,
+        ``image_size`` and ``grid`` only when not the CNN's own, so the
+        records of earlier models are those of before)."""
         record = {"cnn": self.cnn, "feature_kind": self.feature_kind,
                   "preprocessing": self.preprocessing,
                   "code_size": self.code_size}
         if len(self.code_shape) > 1:
             record["code_shape"] = list(self.code_shape)
+        if not self.own_size:
+            record["image_size"] = self.image_size
+        if not self.own_grid:
+            record["grid"] = self.grid
         return record
 
     @classmethod
@@ -221,7 +292,9 @@ class Encoder:
         """
         if not isinstance(record, dict) or "cnn" not in record:
             raise EncoderError("not an encoder record: %r" % (record,))
-        encoder = cls(record["cnn"], record.get("feature_kind", "logits"))
+        encoder = cls(record["cnn"], record.get("feature_kind", "logits"),
+                      image_size=record.get("image_size"),
+                      grid=record.get("grid"))
         if encoder.record() != record:
             raise EncoderError("codes %s cannot be made here: this version "
                                "makes %s" % (_describe(record),
@@ -248,7 +321,8 @@ class Encoder:
     # ------------------------------------------------------------ the CNN
     def for_kind(self, feature_kind):
         """The same CNN and weights, another feature kind."""
-        return type(self)(self.cnn, feature_kind, self.weights)
+        return type(self)(self.cnn, feature_kind, self.weights, self.image_size,
+                          self.grid if feature_kind == "spatial" else None)
 
     @property
     def pass_kinds(self):
@@ -259,11 +333,16 @@ class Encoder:
     @property
     def cache_name(self):
         """Name of these codes' folder in the cache directory: one per CNN,
-        feature kind and (non-default) weights file (the one-file cache of
-        earlier versions was this name + ``.npz``)."""
+        feature kind, (non-default) image size and grid and (non-default)
+        weights file (the one-file cache of earlier versions was this name +
+        ``.npz``)."""
         name = "codes-%s" % self.cnn
         if self.feature_kind != "logits":
             name += "-" + self.feature_kind
+        if not self.own_size:
+            name += "-%dpx" % self.image_size
+        if not self.own_grid:
+            name += "-grid%d" % self.grid
         if self.weights is not None:
             digest = hashlib.sha1(os.path.realpath(self.weights).encode())
             name += "-weights-" + digest.hexdigest()[:12]
@@ -271,7 +350,7 @@ class Encoder:
 
     def preprocess(self, rgb):
         """uint8 RGB (H, W, 3) -> the CNN's input batch of one."""
-        return _cnn_module(self.cnn).preprocess(rgb)
+        return _cnn_module(self.cnn, self.image_size, self.grid).preprocess(rgb)
 
     def load(self, path):
         """One image file -> the CNN's input batch of one (ImageError or
@@ -281,7 +360,7 @@ class Encoder:
     def seen(self, path):
         """The photo as the CNN sees it, uint8 (size, size, 3): the region grid
         of the spatial features lies over this square (for attention maps)."""
-        module = _cnn_module(self.cnn)
+        module = _cnn_module(self.cnn, self.image_size, self.grid)
         if not hasattr(module, "centre_crop"):
             raise EncoderError("%s gives no spatial map" % self.cnn)
         return module.centre_crop(load_rgb(path))
@@ -313,13 +392,14 @@ class Encoder:
         """(function of all :attr:`pass_kinds`, function of this kind only):
         built, loaded and compiled on first use, once per process and
         weights."""
-        module = _cnn_module(self.cnn)
-        key = (self.cnn, self.feature_kind, self.weights_path())
+        module = _cnn_module(self.cnn, self.image_size, self.grid)
+        key = (self.cnn, self.feature_kind, self.image_size, self.grid,
+               self.weights_path())
         if key not in _COMPILED:
             import lasagne
             import theano
             model = module.build_model()
-            module.load_weights(model, key[2])
+            module.load_weights(model, key[-1])
             layers = [model[LAYERS[self.cnn, kind]] for kind in self.pass_kinds]
             outs = lasagne.layers.get_output(layers, deterministic=True)
             every = theano.function([model["input"].input_var], outs,

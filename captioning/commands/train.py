@@ -50,6 +50,16 @@ def register(subparsers):
                         "scores), pooled (1280 averaged features) or spatial "
                         "(49 regions x 1280); default logits for --arch "
                         "seminar, spatial for attention")
+    p.add_argument("--image-size", type=int, default=None, metavar="PX",
+                   help="the side of the square the CNN sees, in pixels "
+                        "(EfficientNets only): a larger one gives a finer "
+                        "region grid, 448 -> 14x14, at 4x the encoding "
+                        "time; default the CNN's own (224 for Lite0); "
+                        "model.json records it")
+    p.add_argument("--region-grid", type=int, default=None, metavar="N",
+                   help="spatial features: average the CNN's map to N x N "
+                        "regions (N must divide its side: 448 px gives 14, "
+                        "so 7 or 2 or 1); default the map's own cells")
     p.add_argument("--word-vectors", choices=("none", "glove", "word2vec"),
                    default=None,
                    help="start the word embedding from GloVe 6B 50d or from "
@@ -115,7 +125,9 @@ def run(args):
     from captioning.training import kept_epoch, train
     history = train(args.flickr8k, args.out, args.minutes, args.epochs,
                     args.batch_size, args.embed_size, args.lstm_units,
-                    args.patience, args.encoder or Encoder(args.cnn, features),
+                    args.patience, args.encoder or Encoder(
+                        args.cnn, features, image_size=args.image_size,
+                        grid=args.region_grid),
                     arch=args.arch, word_vectors=word_vectors,
                     freeze_embedding=args.freeze_embedding,
                     self_critical_rounds=self_critical,
