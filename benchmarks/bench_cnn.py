@@ -2,14 +2,18 @@
 
 Runs, on random 224x224 inputs:
 
-* the Lasagne EfficientNet-Lite0 (``captioning.cnn.efficientnet``, pretrained);
+* the Lasagne EfficientNet-Lite0 (``captioning.cnn.efficientnet``, pretrained)
+  as the encoder compiles it (its intermediate tensors kept from call to
+  call) and as Theano compiles a function by default (``allow_gc=True``:
+  freed after each call), with the ratio; ``--image-size 448`` runs these
+  two at 448 px;
 * the Lasagne GoogLeNet (``pretrained_lenet``; random weights unless
   ``data/blvc_googlenet.pkl`` exists; skipped if the module is absent);
 * onnxruntime on ONNX's test GoogLeNet graph
   ``onnx/backend/test/data/light/light_inception_v1.onnx`` (skipped if
   onnx/onnxruntime are not installed).
 
-Usage: ``python benchmarks/bench_cnn.py [--batch-size 16] [--batches 4]``
+Usage: ``python benchmarks/bench_cnn.py [--batch-size 16] [--batches 4] [--image-size 224]``
 (or ``make bench-cnn``). Theano's threads follow OMP_NUM_THREADS / the
 BLAS defaults; onnxruntime gets ``--threads`` (default: all cores).
 """
@@ -35,9 +39,20 @@ def time_batches(fn, batch, batches):
     return batches * len(batch) / (time.perf_counter() - start)
 
 
-def efficientnet_fn():
+def efficientnet_fn(image_size):
     from captioning.cnn.encode import Encoder
-    return Encoder("efficientnet_lite0").batch_function
+    return Encoder("efficientnet_lite0", image_size=image_size).batch_function
+
+
+def efficientnet_gc_fn(image_size):
+    """The same network compiled with Theano's default mode (allow_gc)."""
+    import lasagne
+    import theano
+    from captioning.cnn import efficientnet
+    model = efficientnet.build_model(input_size=image_size)
+    efficientnet.load_weights(model)
+    out = lasagne.layers.get_output(model["logits"], deterministic=True)
+    return theano.function([model["input"].input_var], out)
 
 
 def googlenet_fn():
@@ -84,6 +99,8 @@ def main(argv=None):
                         help="timed batches per model (after one warm-up)")
     parser.add_argument("--threads", type=int, default=0,
                         help="onnxruntime intra-op threads (0: its default)")
+    parser.add_argument("--image-size", type=int, default=224,
+                        help="EfficientNet's input side in px (the GoogLeNets: 224 only)")
     args = parser.parse_args(argv)
 
     rng = np.random.RandomState(0)
@@ -91,11 +108,17 @@ def main(argv=None):
     print("batch %d, %d timed batches, %d CPU cores"
           % (args.batch_size, args.batches, os.cpu_count()))
 
-    start = time.perf_counter()
-    fn = efficientnet_fn()
-    print("%-34s %7.1f images/s   (build+compile %.0f s)"
-          % ("Lasagne EfficientNet-Lite0", time_batches(fn, batch, args.batches),
-             time.perf_counter() - start))
+    size = args.image_size
+    big = rng.uniform(-1, 1, (args.batch_size, 3, size, size)).astype(np.float32)
+    kept = time_batches(efficientnet_fn(size), big, args.batches)
+    freed = time_batches(efficientnet_gc_fn(size), big, args.batches)
+    print("%-34s %7.1f images/s   (%d px, as the encoder compiles it)"
+          % ("Lasagne EfficientNet-Lite0", kept, size))
+    print("%-34s %7.1f images/s   (%d px, Theano's default allow_gc=True)"
+          % ("Lasagne EfficientNet-Lite0", freed, size))
+    print("%-34s %7.2f" % ("encoder / Theano's default", kept / freed))
+    if size != 224:
+        return 0
 
     start = time.perf_counter()
     fn, note = googlenet_fn()

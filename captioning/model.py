@@ -216,7 +216,8 @@ class CaptionModel:
     # functions (Theano's allow_gc=False for these two only): the three
     # batch*time x n_tokens arrays (33 MB each at the seminar's sizes) are
     # then reused instead of being mapped and page-faulted again every step.
-    # The CNN encoders keep the default: theirs would add up to GBs.
+    # (The CNN encoder does the same, its calls cut to ~1 GB of buffers:
+    # captioning.cnn.encode.CALL_PIXELS.)
     # CAPTION_SPEEDUPS=0: Theano's default (config.allow_gc).
     keep_buffers = SPEEDUPS
 

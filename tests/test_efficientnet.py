@@ -327,10 +327,17 @@ def spatial_codes(spatial_batch):
     return Encoder("efficientnet_lite0", "spatial").batch_codes(spatial_batch[0])
 
 
-@pytest.mark.slow
-def test_spatial_rows_are_the_feature_map_reshaped(spatial_batch, spatial_codes):
+@pytest.fixture(scope="module")
+def feature_maps(spatial_batch):
+    """The head's maps of the batch, compiled here in Theano's default mode
+    (not the encoder's function)."""
     model = E.load_weights(E.build_model())
-    features = E.compile_logits(model, "features")(spatial_batch[0])
+    return E.compile_logits(model, "features")(spatial_batch[0])
+
+
+@pytest.mark.slow
+def test_spatial_rows_are_the_feature_map_reshaped(spatial_codes, feature_maps):
+    features = feature_maps
     n = len(features)
     assert features.shape == (n, 1280, 7, 7)
     np.testing.assert_array_equal(
@@ -361,6 +368,30 @@ def test_pooled_is_the_regions_mean_and_gives_the_logits(
     if expected is not None:   # and the reference itself
         assert np.abs(from_regions - expected).max() < 0.01
         np.testing.assert_array_equal(from_regions.argmax(1), expected.argmax(1))
+
+
+@pytest.mark.slow
+def test_photos_beyond_one_call_come_back_whole_and_in_order(
+        spatial_batch, feature_maps, monkeypatch):
+    # Two photos per CNN call: the batch goes through in several calls of
+    # the one compiled function, which keeps its buffers between calls.
+    from captioning.cnn import encode as encode_module
+    from captioning.cnn.pth import load_state_dict
+    monkeypatch.setattr(encode_module, "CALL_PIXELS", 2 * 224 * 224)
+    encoder = encode_module.Encoder("efficientnet_lite0", "spatial")
+    batch = spatial_batch[0]
+    assert encoder.images_per_call == 2 < len(batch)
+    codes = encoder.batch_codes(batch)
+    n = len(batch)
+    np.testing.assert_array_equal(
+        codes["spatial"], feature_maps.transpose(0, 2, 3, 1).reshape(n, 49, 1280))
+    state = load_state_dict(E.default_weights_path())
+    mean = codes["spatial"].astype(np.float64).mean(axis=1)
+    np.testing.assert_allclose(codes["pooled"], mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        codes["logits"], mean @ state["_fc.weight"].T + state["_fc.bias"],
+        atol=1e-4)
+    np.testing.assert_allclose(encoder.batch_function(batch), codes["spatial"])
 
 
 # --------------------------------------------- a larger image, a finer grid

@@ -126,6 +126,8 @@ DESCRIBE = textwrap.dedent('''
         # After the description: train_mode() fills Theano's default-mode cache.
         report["fused_loss"] = CaptionModel.fused_loss
         report["allow_gc"] = CaptionModel.train_mode().linker.allow_gc
+        from captioning.cnn.encode import cnn_mode
+        report["cnn_allow_gc"] = cnn_mode().linker.allow_gc
     with open(out, "w") as f:
         json.dump(report, f)
 ''')
@@ -209,6 +211,7 @@ def test_off_model_uses_the_plain_loss_and_theanos_allow_gc(described):
     theano_alone, off, _ = described
     assert off["fused_loss"] is False
     assert off["allow_gc"] is True and theano_alone["config"]["allow_gc"] == "True"
+    assert off["cnn_allow_gc"] is True
 
 
 def test_on_shows_each_speed_up(described):
@@ -229,6 +232,7 @@ def test_on_shows_each_speed_up(described):
     assert on["config"]["optimizer_excluding"] == "local_dot22_to_dot22scalar"
     assert on["config"]["gcc.cxxflags"] != ""
     assert on["fused_loss"] is True and on["allow_gc"] is False
+    assert on["cnn_allow_gc"] is False
 
 
 def test_the_environment_keeps_the_users_theano_flags():

@@ -61,8 +61,8 @@ from captioning.cnn import codes_cache
 from captioning.cnn.images import ImageError, load_rgb
 from captioning.errors import CaptionError
 
-__all__ = ["CNNS", "DEFAULT_CNN", "FEATURE_KINDS", "CHUNK", "Encoder",
-           "EncoderError", "encode", "encoder_for_model"]
+__all__ = ["CNNS", "DEFAULT_CNN", "FEATURE_KINDS", "CHUNK", "CALL_PIXELS", "Encoder",
+           "EncoderError", "cnn_mode", "encode", "encoder_for_model"]
 
 DEFAULT_CNN = "efficientnet_lite0"
 CNNS = ("efficientnet_lite0", "efficientnet_lite2", "googlenet")
@@ -107,6 +107,10 @@ CHUNK = 256
 # (cnn, feature kind, image size, grid, weights realpath) -> compiled function:
 # one per process.
 _COMPILED = {}
+# Pixels of one CNN call: 32 photos at 224 px, 8 at 448. The compiled CNN
+# keeps its intermediate tensors from call to call (~29 MB a photo at 224
+# px, 117 MB at 448), so this bounds what it holds (~1 GB).
+CALL_PIXELS = 32 * 224 * 224
 
 
 class EncoderError(CaptionError, ValueError):
@@ -164,6 +168,40 @@ def _cnn_module(cnn, image_size=None, grid=None):
     return lenet
 
 
+def cnn_mode():
+    """The Theano mode the CNN is compiled in.
+
+    Speed: ``allow_gc=False``, so the intermediate tensors are kept for the
+    next call instead of freed and allocated again (fresh pages, which the
+    kernel zeroes on first touch): 1.2x the photos/s at 224 and at 448 px
+    (``make bench-cnn``), the same computation; :data:`CALL_PIXELS` bounds
+    what is kept. ``CAPTION_SPEEDUPS=0``: Theano's default mode.
+    """
+    import theano
+    from captioning.stack.theano_setup import SPEEDUPS
+    mode = theano.compile.get_default_mode()
+    return mode.clone(link_kwargs=dict(allow_gc=False)) if SPEEDUPS else mode
+
+
+def images_per_call(image_size):
+    """Photos of ``image_size`` px the CNN gets at once (:data:`CALL_PIXELS`)."""
+    return max(1, CALL_PIXELS // image_size ** 2)
+
+
+def _in_calls(fn, inputs, step):
+    """The outputs (a list of arrays) of ``fn`` over ``inputs``, ``step``
+    rows at a time, concatenated."""
+    if len(inputs) <= step:
+        return fn(inputs)
+    parts = [fn(inputs[i:i + step]) for i in range(0, len(inputs), step)]
+    return [np.concatenate(outs) for outs in zip(*parts)]
+
+
+def _whole(value):
+    """An int that is not a bool (True would pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class Encoder:
     """A CNN, the feature kind taken from it and its preprocessing.
 
@@ -201,7 +239,9 @@ class Encoder:
     Raises
     ------
     EncoderError
-        Unknown CNN or feature kind, or a kind the CNN does not give.
+        Unknown CNN or feature kind, or a kind the CNN does not give; an
+        image size for GoogLeNet or outside 32-1024; a grid for codes that
+        are not spatial, or one that does not divide the map's side.
     """
 
     def __init__(self, cnn=DEFAULT_CNN, feature_kind="logits", weights=None,
@@ -219,8 +259,7 @@ class Encoder:
             if cnn not in EFFICIENTNETS:
                 raise EncoderError("%s sees %d-px photos only; an image size "
                                    "is for the EfficientNets" % (cnn, INPUT_SIZES[cnn]))
-            if (isinstance(image_size, bool) or not isinstance(image_size, int)
-                    or image_size not in IMAGE_SIZES):
+            if not _whole(image_size) or image_size not in IMAGE_SIZES:
                 raise EncoderError("image size %r: give a whole number of "
                                    "pixels from %d to %d" % (
                                        image_size, IMAGE_SIZES[0], IMAGE_SIZES[-1]))
@@ -232,8 +271,7 @@ class Encoder:
         if feature_kind == "spatial":
             side = map_side(self.image_size)
             self.grid = side if grid is None else grid
-            if (isinstance(self.grid, bool) or not isinstance(self.grid, int)
-                    or self.grid < 1 or side % self.grid):
+            if not _whole(self.grid) or self.grid < 1 or side % self.grid:
                 raise EncoderError(
                     "a grid of %r regions on a side: at %d px the map is "
                     "%d x %d, and the grid must divide %d (%s)" % (
@@ -403,9 +441,18 @@ class Encoder:
             layers = [model[LAYERS[self.cnn, kind]] for kind in self.pass_kinds]
             outs = lasagne.layers.get_output(layers, deterministic=True)
             every = theano.function([model["input"].input_var], outs,
-                                    allow_input_downcast=True)
-            _COMPILED[key] = (every, lambda inputs: every(inputs)[0])
+                                    allow_input_downcast=True, mode=cnn_mode())
+            size = self.image_size
+
+            def every_kind(inputs):
+                return _in_calls(every, inputs, images_per_call(size))
+            _COMPILED[key] = (every_kind, lambda inputs: every_kind(inputs)[0])
         return _COMPILED[key]
+
+    @property
+    def images_per_call(self):
+        """Photos the CNN gets at once (:func:`images_per_call`)."""
+        return images_per_call(self.image_size)
 
     def batch_codes(self, inputs):
         """``inputs (N, 3, 224, 224) float32 -> {kind: (N,) + code shape}``
@@ -494,7 +541,8 @@ def encode(image_paths, encoder=None, cache=True, progress=True, batch_size=32):
     progress : bool
         Show a progress bar (on stderr) while encoding.
     batch_size : int
-        Images per CNN call.
+        Images read per batch (the next batch is read while the CNN runs);
+        the CNN takes them :attr:`Encoder.images_per_call` at a time.
 
     Returns
     -------

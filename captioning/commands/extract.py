@@ -71,7 +71,8 @@ def register(subparsers):
     parser.add_argument("--weights", metavar="PATH",
                         help="weights file (default: the CNN's usual one)")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N",
-                        help="images per CNN call (default 32)")
+                        help="images read per batch (default 32; the CNN takes "
+                             "them 32 at a time at 224 px)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar")
     parser.set_defaults(func=_main, encoder=None)
