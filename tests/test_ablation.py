@@ -65,6 +65,9 @@ def test_the_rows_train_options_are_caption_train_options():
         ("attention", "spatial", "glove", train.SELF_CRITICAL_ROUNDS),
         ("attention", "spatial", "glove", train.SELF_CRITICAL_ROUNDS)]
     assert train.SELF_CRITICAL_ROUNDS > 0
+    # the attention rows see the photos at 448 px, averaged to 7x7 regions
+    assert [train.region_defaults(a, train.arch_defaults(a)[0]) for a in parsed] \
+        == [(None, None)] * 3 + [(448, 7)] * 3
     assert [row.beam for row in ROWS] == [1, 1, 1, 1, 1, 3]
     # the last two rows are one model, decoded two ways
     assert ROWS[4].model == ROWS[5].model != ROWS[3].model
@@ -114,6 +117,10 @@ def test_describe_model_reads_model_json(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "model.json").write_text("{not json")
     assert describe_model(tmp_path / "bad") is None
+    fine = dict(ATTENTION_JSON, encoder={"feature_kind": "spatial",
+                                         "image_size": 448, "grid": 7})
+    assert describe_model(write_model_json(tmp_path / "e", **fine)).startswith(
+        "attention, spatial, 448 px, 7x7 regions, glove-6b-50d (frozen), E=256")
 
 
 def test_scores_come_from_the_last_json_line(tmp_path):

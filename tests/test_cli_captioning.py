@@ -480,6 +480,39 @@ def test_train_at_another_image_size_records_it_and_describe_encodes_so(
     assert printed.out.startswith("%s\t" % photo) and drawn.is_file()
 
 
+@pytest.mark.parametrize("options, expected", [
+    (["--arch", "attention"], (448, 7)),
+    (["--arch", "attention", "--region-grid", "14"], (448, 14)),
+    (["--arch", "attention", "--image-size", "224"], (224, None)),
+    (["--arch", "attention", "--image-size", "320", "--region-grid", "5"], (320, 5)),
+    (["--arch", "attention", "--cnn", "efficientnet_lite2"], (None, None)),
+    (["--arch", "attention", "--features", "logits"], (None, None)),
+    ([], (None, None)),
+    (["--features", "spatial"], (None, None)),
+])
+def test_the_attention_model_sees_photos_at_448_px_averaged_to_7x7(options,
+                                                                   expected):
+    import argparse
+    from captioning.commands import train
+    parser = argparse.ArgumentParser()
+    train.register(parser.add_subparsers())
+    args = parser.parse_args(["train", "--flickr8k", "F", "--out", "O"] + options)
+    assert train.region_defaults(args, train.arch_defaults(args)[0]) == expected
+
+
+def test_caption_train_builds_the_encoder_of_those_defaults(monkeypatch):
+    import captioning.training
+    given = []
+    monkeypatch.setattr(captioning.training, "train",
+                        lambda *args, **kwargs: given.append(args[8]) or [])
+    assert caption(["train", "--flickr8k", "F", "--out", "O", "--arch",
+                    "attention"]) == 0
+    (encoder,) = given
+    assert (encoder.cnn, encoder.feature_kind, encoder.image_size,
+            encoder.grid, encoder.code_shape) == (
+        "efficientnet_lite0", "spatial", 448, 7, (49, 1280))
+
+
 @pytest.mark.parametrize("options, message", [
     (["--image-size", "8"], "image size 8: give a whole number of pixels"),
     (["--cnn", "googlenet", "--image-size", "448"],

@@ -97,6 +97,11 @@ def describe_model(model_dir):
     encoder = config.get("encoder") or {}
     parts = [config.get("arch", "seminar"),
              encoder.get("feature_kind", "logits")]
+    # recorded only when not the CNN's own (e.g. 448 px averaged to 7x7)
+    if encoder.get("image_size"):
+        parts.append("%s px" % encoder["image_size"])
+    if encoder.get("grid"):
+        parts.append("%sx%s regions" % (encoder["grid"], encoder["grid"]))
     vectors = training.get("word_vectors")
     if vectors:
         parts.append(vectors.get("source", "word vectors")
