@@ -26,7 +26,7 @@ In Python: :func:`captioning.cnn.extract.run_extract`; :func:`captioning.cnn.enc
 import argparse
 import sys
 
-from captioning.cnn.encode import CNNS, DEFAULT_CNN
+from captioning.cnn.encode import CNNS, DEFAULT_CNN, images_per_call
 
 __all__ = ["register"]
 
@@ -72,7 +72,7 @@ def register(subparsers):
                         help="weights file (default: the CNN's usual one)")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N",
                         help="images read per batch (default 32; the CNN takes "
-                             "them 32 at a time at 224 px)")
+                             "them %d at a time at 224 px)" % images_per_call(224))
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar")
     parser.set_defaults(func=_main, encoder=None)
