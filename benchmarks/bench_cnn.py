@@ -5,7 +5,8 @@ Runs, on random 224x224 inputs:
 * the Lasagne EfficientNet-Lite0 (``captioning.cnn.efficientnet``, pretrained)
   as the encoder compiles it (its intermediate tensors kept from call to
   call) and as Theano compiles a function by default (``allow_gc=True``:
-  freed after each call), with the ratio; ``--image-size 448`` runs these
+  freed after each call), both fed the encoder's calls of
+  ``images_per_call`` photos, with the ratio; ``--image-size 448`` runs these
   two at 448 px;
 * the Lasagne GoogLeNet (``pretrained_lenet``; random weights unless
   ``data/blvc_googlenet.pkl`` exists; skipped if the module is absent);
@@ -45,14 +46,18 @@ def efficientnet_fn(image_size):
 
 
 def efficientnet_gc_fn(image_size):
-    """The same network compiled with Theano's default mode (allow_gc)."""
+    """The same network compiled with Theano's default mode (allow_gc), fed
+    in the encoder's calls (``images_per_call``), so that the ratio compares
+    the modes alone."""
     import lasagne
     import theano
     from captioning.cnn import efficientnet
+    from captioning.cnn.encode import _in_calls, images_per_call
     model = efficientnet.build_model(input_size=image_size)
     efficientnet.load_weights(model)
     out = lasagne.layers.get_output(model["logits"], deterministic=True)
-    return theano.function([model["input"].input_var], out)
+    fn = theano.function([model["input"].input_var], [out])
+    return lambda batch: _in_calls(fn, batch, images_per_call(image_size))[0]
 
 
 def googlenet_fn():
