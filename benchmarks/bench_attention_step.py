@@ -129,6 +129,7 @@ class TorchAttentionCaptioner:
         self.feature_dropout = hyper.get("region_dropout_mode") == "feature"
         self.deep_tanh = hyper["deep_output_nonlinearity"] == "tanh"
         self.penalty_weight = float(hyper["attention_penalty"])
+        self.entropy_weight = float(hyper.get("attention_entropy", 0))
         # Lasagne's adam(learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8)
         self.lr = float(hyper["learning_rate"])
         self.beta1, self.beta2, self.epsilon = 0.9, 0.999, 1e-8
@@ -139,8 +140,9 @@ class TorchAttentionCaptioner:
         self.max_xent = float(-np.log(np.float32(1e-7)))
 
     def losses(self, regions, sentences, dropout=True):
-        """``(cross-entropy, attention penalty)``, each per target word;
-        ``regions`` (B, R, D) float32 and ``sentences`` (B, T) int64 tensors."""
+        """``(cross-entropy, attention penalty, attention entropy)``, each per
+        target word; ``regions`` (B, R, D) float32 and ``sentences`` (B, T)
+        int64 tensors."""
         import torch
         import torch.nn.functional as F
         p = self.p
@@ -200,12 +202,14 @@ class TorchAttentionCaptioner:
         loss = (xent * out_mask.reshape(-1)).sum() / n
         coverage = (alphas * out_mask.unsqueeze(2)).sum(dim=1)
         penalty = (1 - coverage).square().sum() / n
-        return loss, penalty
+        entropy = (torch.special.entr(alphas).sum(dim=2) * out_mask).sum() / n
+        return loss, penalty, entropy
 
     def objective(self, regions, sentences, dropout=True):
         """``(cross-entropy, what Adam minimises)``."""
-        loss, penalty = self.losses(regions, sentences, dropout)
-        return loss, loss + self.penalty_weight * penalty
+        loss, penalty, entropy = self.losses(regions, sentences, dropout)
+        return loss, (loss + self.penalty_weight * penalty
+                      + self.entropy_weight * entropy)
 
     def gradients(self, regions, sentences, dropout=True):
         """``{name: gradient}`` of the objective (for the tests)."""

@@ -16,6 +16,14 @@ count as the cross-entropy (so ``lambda`` weighs it as in the paper's
 per-caption sums). The paper's eq. 7 is linear inside ``L_o``; the authors'
 code puts a tanh there (``deep_output_nonlinearity``).
 
+Not in the paper: ``mu`` times the entropy of alpha per target word
+(``attention_entropy``) is added too. The regulariser alone is smallest
+when every word looks everywhere (with T words and R > T regions every
+region's coverage can at best be T / R, so only evenness is asked for),
+and the model learnt nearly uniform alpha; the entropy term asks each word
+to look somewhere, and with the regulariser asking for even coverage the
+words must then look at different places (README, "The bonus").
+
 With ``attend="after"`` the LSTM is the seminar's (no context in), and the
 context comes from ``h_t`` instead (Lu et al. 2017's spatial attention,
 :class:`captioning.attention.HiddenAttentionLayer`) and goes to the deep
@@ -78,6 +86,9 @@ ATTENTION_HYPER = {
     "learning_rate": 1e-3,
     # lambda of the doubly stochastic regulariser; 0 turns it off
     "attention_penalty": 1.0,
+    # mu: weight of the entropy of alpha (nats per target word) in the
+    # objective, so that each word looks somewhere; 0 turns it off
+    "attention_entropy": 0.1,
     "deep_output_nonlinearity": "linear",   # or "tanh"
     # when the decoder looks at the regions: "before" each tick, with
     # h_{t-1}, feeding the context into the LSTM (Xu et al.); "after" it,
@@ -131,7 +142,7 @@ class AttentionCaptionModel(CaptionModel):
     probe_context_gradient = SPEEDUPS
     # what model directories saved before these keys existed were trained with
     hyper_before_added = {"region_units": 0, "region_dropout_mode": "element",
-                          "attend": "before"}
+                          "attend": "before", "attention_entropy": 0.0}
 
     # ------------------------------------------------------------ the graph
     def _build_graph(self):
@@ -253,9 +264,10 @@ class AttentionCaptionModel(CaptionModel):
 
     # ------------------------------------------------------------ losses
     def _losses(self, deterministic):
-        """``(cross-entropy, attention penalty)``, each per target word,
-        from one pass through the graph (one dropout draw)."""
-        return self._graph_losses(deterministic)[:2]
+        """``(cross-entropy, attention penalty, attention entropy)``, each
+        per target word, from one pass through the graph (one dropout
+        draw); the entropy is 0 unless ``attention_entropy`` is set."""
+        return self._graph_losses(deterministic)[:3]
 
     def _graph_losses(self, deterministic, context_probe=None):
         """``_losses`` and the attention (batch, time, regions) and regions
@@ -268,7 +280,13 @@ class AttentionCaptionModel(CaptionModel):
         # each region's attention summed over the ticks that predict a word
         coverage = (alpha * output_mask.dimshuffle(0, 1, "x")).sum(axis=1)
         penalty = T.sqr(1 - coverage).sum() / output_mask.sum()
-        return loss, penalty, alpha, seen
+        entropy = T.constant(np.float32(0))
+        if self.hyper["attention_entropy"]:
+            # alpha can underflow to 0, whose term is 0 (not 0 * -inf)
+            log_alpha = T.log(T.maximum(alpha, np.float32(1e-30)))
+            entropy = (-(alpha * log_alpha).sum(axis=2) * output_mask).sum() \
+                / output_mask.sum()
+        return loss, penalty, entropy, alpha, seen
 
     def loss(self, deterministic):
         """Mean cross-entropy of the next word over the non-PAD targets."""
@@ -276,12 +294,16 @@ class AttentionCaptionModel(CaptionModel):
 
     def training_losses(self):
         """The cross-entropy (reported) and it plus lambda * the penalty
-        (minimised)."""
-        loss, penalty = self._losses(deterministic=False)
-        return loss, self._objective(loss, penalty)
+        plus mu * the entropy (minimised)."""
+        losses = self._losses(deterministic=False)
+        return losses[0], self._objective(*losses)
 
-    def _objective(self, loss, penalty):
-        return loss + np.float32(self.hyper["attention_penalty"]) * penalty
+    def _objective(self, loss, penalty, entropy):
+        h = self.hyper
+        objective = loss + np.float32(h["attention_penalty"]) * penalty
+        if h["attention_entropy"]:
+            objective += np.float32(h["attention_entropy"]) * entropy
+        return objective
 
     def training_gradients(self, weights):
         """``(reported loss, gradients of the objective)`` (CaptionModel's).
@@ -301,8 +323,8 @@ class AttentionCaptionModel(CaptionModel):
             return super().training_gradients(weights)
         probe = T.zeros((self.sentences.shape[1], self.sentences.shape[0],
                          decoder.region_size))
-        loss, penalty, alpha, seen = self._graph_losses(False, probe)
-        objective = self._objective(loss, penalty)
+        loss, penalty, entropy, alpha, seen = self._graph_losses(False, probe)
+        objective = self._objective(loss, penalty, entropy)
         decoder_side = [w for w in weights if w not in below]
         region_side = [w for w in weights if w in below]
         grads = theano.grad(objective, decoder_side + [probe, seen])

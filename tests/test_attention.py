@@ -14,6 +14,7 @@ import captioning.stack  # noqa: F401  (before theano/lasagne)
 
 import numpy as np
 import pytest
+import scipy.stats
 import theano
 import theano.tensor as T
 import lasagne
@@ -397,7 +398,8 @@ def batch(model, seed=0):
 
 def numpy_model(model, regions, matrix):
     """Xu et al.'s model in numpy: (cross-entropy per target word, the
-    attention penalty per target word, probabilities (batch, time, V))."""
+    attention penalty per target word, the entropy of alpha per target word,
+    probabilities (batch, time, V))."""
     p = {k: np.asarray(v, np.float64) for k, v in
          model.get_param_values().items()}
     layer = {k.split(".", 1)[1]: v for k, v in p.items()
@@ -443,7 +445,8 @@ def numpy_model(model, regions, matrix):
     xent = -(np.log(picked) * target_mask).sum() / n
     coverage = (alpha[:, :-1] * target_mask[:, :, None]).sum(axis=1)
     penalty = ((1 - coverage) ** 2).sum() / n
-    return xent, penalty, probs
+    entropy = (scipy.stats.entropy(alpha[:, :-1], axis=2) * target_mask).sum() / n
+    return xent, penalty, entropy, probs
 
 
 @pytest.mark.parametrize("nonlinearity,region_units,attend",
@@ -454,11 +457,12 @@ def numpy_model(model, regions, matrix):
 def test_model_loss_and_regulariser_match_numpy(nonlinearity, region_units,
                                                 attend):
     model = tiny_model(output_dropout=0, region_dropout=0, attention_penalty=0.7,
-                       deep_output_nonlinearity=nonlinearity,
+                       attention_entropy=0.3, deep_output_nonlinearity=nonlinearity,
                        region_units=region_units, attend=attend)
     regions, matrix = batch(model)
-    xent, penalty, probs = numpy_model(model, regions, matrix)
+    xent, penalty, entropy, probs = numpy_model(model, regions, matrix)
     assert penalty > 0.1  # the regulariser is not negligible here
+    assert entropy > 0.1
     reported, objective = model.training_losses()
     f = theano.function([model.regions, model.sentences],
                         [model.loss(deterministic=True), reported, objective],
@@ -466,7 +470,8 @@ def test_model_loss_and_regulariser_match_numpy(nonlinearity, region_units,
     val, train, total = f(regions, matrix)
     assert float(val) == pytest.approx(xent, rel=1e-5)
     assert float(train) == pytest.approx(xent, rel=1e-5)
-    assert float(total) == pytest.approx(xent + 0.7 * penalty, rel=1e-5)
+    assert float(total) == pytest.approx(xent + 0.7 * penalty + 0.3 * entropy,
+                                         rel=1e-5)
     got = theano.function([model.regions, model.sentences],
                           get_output(model.layers["probabilities"],
                                      deterministic=True), mode=PY)
@@ -497,7 +502,7 @@ def test_training_gradients_match_central_differences(probe, attend,
     # context is summed after the scan (probe, the default) or inside it.
     monkeypatch.setattr(AttentionCaptionModel, "probe_context_gradient", probe)
     model = tiny_model(output_dropout=0, region_dropout=0, attention_penalty=0.7,
-                       attend=attend)
+                       attention_entropy=0.3, attend=attend)
     regions, matrix = batch(model)
     weights = model.params(trainable=True)
     _, grads = model.training_gradients(weights)
@@ -510,9 +515,9 @@ def test_training_gradients_match_central_differences(probe, attend,
         name = names[param]
 
         def objective(v):
-            xent, penalty, _ = numpy_model(_Replaced(model, name, v), regions,
-                                           matrix)
-            return xent + 0.7 * penalty
+            xent, penalty, entropy, _ = numpy_model(_Replaced(model, name, v),
+                                                    regions, matrix)
+            return xent + 0.7 * penalty + 0.3 * entropy
 
         expected = numeric_grad(objective, np.asarray(values[name], np.float64))
         scale = np.abs(expected).max()
@@ -690,22 +695,25 @@ def test_backward_scan_reuses_the_forward_values():
 
 def test_a_model_saved_before_region_units_loads_with_its_own_graph(tmp_path):
     # model directories written before region_units / region_dropout_mode
-    # (and attend) existed (e.g. session-12 models) had no region Dense and per-element
+    # (and attend, attention_entropy) existed (e.g. session-12 models) had no region Dense and per-element
     # dropout: loading them must not switch to today's defaults
     import json
     from captioning.model_dir import load_model, save_model
-    old = tiny_model(region_units=0, region_dropout_mode="element")
+    old = tiny_model(region_units=0, region_dropout_mode="element",
+                     attention_entropy=0.0)
     old.encoder_record = {"cnn": "efficientnet_lite0", "feature_kind": "spatial",
                           "code_size": MD, "code_shape": [MR, MD]}
     save_model(old, str(tmp_path))
     config = json.loads((tmp_path / "model.json").read_text())
-    for key in ("region_units", "region_dropout_mode", "attend"):
+    for key in ("region_units", "region_dropout_mode", "attend",
+                "attention_entropy"):
         del config["hyper_parameters"][key]
     (tmp_path / "model.json").write_text(json.dumps(config))
     loaded = load_model(str(tmp_path))
     assert loaded.hyper["region_units"] == 0
     assert loaded.hyper["region_dropout_mode"] == "element"
     assert loaded.hyper["attend"] == "before"
+    assert loaded.hyper["attention_entropy"] == 0.0   # trained without it
     regions, matrix = batch(old)
     np.testing.assert_allclose(loaded.get_probs(regions, matrix),
                                old.get_probs(regions, matrix), rtol=1e-6)

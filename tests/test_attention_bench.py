@@ -69,20 +69,23 @@ def as_torch(regions, sentences):
                          [("linear", 0), ("tanh", 0), ("linear", 7)])
 def test_same_losses(nonlinearity, region_units):
     model = small_model(deep_output_nonlinearity=nonlinearity, attention_penalty=0.7,
-                        region_units=region_units)
+                        attention_entropy=0.3, region_units=region_units)
     regions, sentences = batch()
-    xent, penalty = model._losses(deterministic=True)
-    theano_xent, theano_penalty = theano.function(
-        [model.regions, model.sentences], [xent, penalty])(regions, sentences)
+    xent, penalty, entropy = model._losses(deterministic=True)
+    theano_xent, theano_penalty, theano_entropy = theano.function(
+        [model.regions, model.sentences], [xent, penalty, entropy])(regions, sentences)
     replica = bench.TorchAttentionCaptioner(model)
     with torch.no_grad():
-        loss, pen = replica.losses(*as_torch(regions, sentences), dropout=False)
+        loss, pen, ent = replica.losses(*as_torch(regions, sentences), dropout=False)
         _, objective = replica.objective(*as_torch(regions, sentences), dropout=False)
     assert theano_penalty > 0.1   # the regulariser counts here
+    assert theano_entropy > 0.1
     assert loss.item() == pytest.approx(float(theano_xent), rel=1e-5)
     assert pen.item() == pytest.approx(float(theano_penalty), rel=1e-5)
+    assert ent.item() == pytest.approx(float(theano_entropy), rel=1e-5)
     assert objective.item() == pytest.approx(
-        float(theano_xent) + 0.7 * float(theano_penalty), rel=1e-5)
+        float(theano_xent) + 0.7 * float(theano_penalty)
+        + 0.3 * float(theano_entropy), rel=1e-5)
 
 
 @pytest.mark.parametrize("region_units,probe", [(0, True), (7, True), (7, False)])
@@ -154,6 +157,6 @@ def test_replica_trains_with_region_dropout(mode):
     regions, sentences = batch()
     torch.manual_seed(0)
     with torch.no_grad():
-        dropped, _ = replica.losses(*as_torch(regions, sentences), dropout=True)
-        plain, _ = replica.losses(*as_torch(regions, sentences), dropout=False)
+        dropped = replica.losses(*as_torch(regions, sentences), dropout=True)[0]
+        plain = replica.losses(*as_torch(regions, sentences), dropout=False)[0]
     assert np.isfinite(dropped.item()) and dropped.item() != plain.item()
