@@ -578,7 +578,7 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
           batch_size=BATCH_SIZE, embed_size=None, lstm_units=None,
           patience=PATIENCE, encoder=None, arch="seminar", word_vectors="none",
           freeze_embedding=False, self_critical_rounds=0,
-          self_critical_minutes=SELF_CRITICAL_MINUTES):
+          self_critical_minutes=SELF_CRITICAL_MINUTES, attention_entropy=None):
     """Train (or resume) and write the model directory; returns the history.
 
     ``encoder`` (a :class:`captioning.cnn.encode.Encoder`, default
@@ -590,6 +590,8 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     ``self_critical_rounds`` > 0: after cross-entropy, up to that many
     rounds of self-critical training on CIDEr-D (:func:`self_critical_phase`),
     which get the last ``self_critical_minutes`` of ``minutes``.
+    ``attention_entropy`` (attention only; None: the model's default)
+    weighs the entropy of each word's attention in the objective.
     """
     from tqdm import tqdm
     from captioning.checkpoint import (CheckpointMismatch, check_meta,
@@ -633,7 +635,8 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     hyper = dict(model_class.default_hyper, cnn_feature_size=encoder.code_size,
                  train_embedding=not freeze_embedding, **{
                      k: v for k, v in (("embed_size", embed_size),
-                                       ("lstm_units", lstm_units))
+                                       ("lstm_units", lstm_units),
+                                       ("attention_entropy", attention_entropy))
                      if v is not None})
     vocab = Vocabulary.build(train_tokens)
     meta = run_settings(hyper, batch_size, vocab,

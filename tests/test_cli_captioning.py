@@ -296,7 +296,8 @@ def attention_trained(env, tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "attention"
     # its default start is GloVe's 50-d vectors: an embedding of 50
     rc = caption(["train", "--flickr8k", str(env), "--out", str(out), "--arch",
-                  "attention", "--epochs", "2"] + TINY + ["--embed-size", "50"],
+                  "attention", "--epochs", "2", "--attention-entropy", "0.2"]
+                 + TINY + ["--embed-size", "50"],
                  encoder=fake_spatial_encoder())
     assert rc == 0
     return out
@@ -309,6 +310,7 @@ def test_train_attention_records_its_arch_and_region_features(attention_trained)
     assert config["encoder"]["code_shape"] == [4, 6]
     assert config["training"]["arch"] == "attention"
     assert "attention_units" in config["hyper_parameters"]
+    assert config["hyper_parameters"]["attention_entropy"] == 0.2
     # the attention arch starts from GloVe unless told otherwise
     assert config["training"]["word_vectors"]["source"] == "glove-6b-50d"
     assert config["training"]["word_vectors"]["frozen"] is False
@@ -344,8 +346,9 @@ def test_train_attention_ends_with_self_critical_rounds(env, attention_trained,
     # rerunning the finished command changes nothing
     before = (attention_trained / "params.npz").read_bytes()
     rc = caption(["train", "--flickr8k", str(env), "--out", str(attention_trained),
-                  "--arch", "attention", "--epochs", "2"] + TINY
-                 + ["--embed-size", "50"], encoder=fake_spatial_encoder())
+                  "--arch", "attention", "--epochs", "2", "--attention-entropy",
+                  "0.2"] + TINY + ["--embed-size", "50"],
+                 encoder=fake_spatial_encoder())
     assert rc == 0
     assert "self-critical training is finished after round %d" % len(rounds) \
         in capsys.readouterr().err
@@ -390,6 +393,17 @@ def test_bad_self_critical_options(env, tmp_path, capsys, options, message):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and message in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--attention-entropy", "0.1"], "--attention-entropy is for --arch attention"),
+    (["--arch", "attention", "--attention-entropy", "-1"],
+     "--attention-entropy must be >= 0"),
+    (["--arch", "attention", "--attention-entropy", "nan"],
+     "--attention-entropy must be >= 0"),
+])
+def test_bad_attention_entropy(env, tmp_path, capsys, options, message):
+    test_bad_self_critical_options(env, tmp_path, capsys, options, message)
 
 
 def test_evaluate_and_describe_run_the_attention_model(env, attention_trained,

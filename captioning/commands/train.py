@@ -100,6 +100,14 @@ def register(subparsers):
                    help="word embedding size (default: the arch's, 256)")
     p.add_argument("--lstm-units", type=int, default=None,
                    help="LSTM units (default: the arch's, 512)")
+    p.add_argument("--attention-entropy", type=float, default=None,
+                   metavar="MU",
+                   help="--arch attention: add MU times the entropy of each "
+                        "word's attention to the objective, so that each "
+                        "word looks somewhere and the maps of --attention-map "
+                        "move from word to word (0.1 does; it cost about "
+                        "0.01 dev BLEU-4, see README); default 0, as in the "
+                        "paper; model.json records it")
     p.set_defaults(func=run, encoder=None)
 
 
@@ -134,6 +142,10 @@ def run(args):
         raise UsageError("--minutes, --epochs, --patience and --batch-size "
                          "must be > 0")
     features, word_vectors, self_critical = arch_defaults(args)
+    if args.attention_entropy is not None and args.arch != "attention":
+        raise UsageError("--attention-entropy is for --arch attention")
+    if args.attention_entropy is not None and not args.attention_entropy >= 0:
+        raise UsageError("--attention-entropy must be >= 0")
     if self_critical < 0:
         raise UsageError("--self-critical-rounds must be >= 0")
     if self_critical and not 0 < args.self_critical_minutes < args.minutes:
@@ -151,7 +163,8 @@ def run(args):
                     arch=args.arch, word_vectors=word_vectors,
                     freeze_embedding=args.freeze_embedding,
                     self_critical_rounds=self_critical,
-                    self_critical_minutes=args.self_critical_minutes)
+                    self_critical_minutes=args.self_critical_minutes,
+                    attention_entropy=args.attention_entropy)
     if history:
         kept = kept_epoch(history)
         summary = {"model": str(args.out), "epochs": len(history),
