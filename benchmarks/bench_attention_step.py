@@ -202,7 +202,9 @@ class TorchAttentionCaptioner:
         loss = (xent * out_mask.reshape(-1)).sum() / n
         coverage = (alphas * out_mask.unsqueeze(2)).sum(dim=1)
         penalty = (1 - coverage).square().sum() / n
-        entropy = (torch.special.entr(alphas).sum(dim=2) * out_mask).sum() / n
+        entropy = torch.zeros(())   # as the Theano graph: computed only when weighed
+        if self.entropy_weight:
+            entropy = (torch.special.entr(alphas).sum(dim=2) * out_mask).sum() / n
         return loss, penalty, entropy
 
     def objective(self, regions, sentences, dropout=True):
