@@ -382,6 +382,17 @@ def self_critical_settings(meta):
             "patience_rounds": SELF_CRITICAL_PATIENCE}
 
 
+def with_settings_added_since(saved_meta, model_class):
+    """A checkpoint's settings, with each hyper-parameter added to the model
+    since it was written at the value it was trained with (the model's
+    ``hyper_before_added``, as :func:`captioning.model_dir.load_model` does),
+    so that a run written before a new option resumes if the option keeps
+    its old value."""
+    if not isinstance(saved_meta, dict):
+        return saved_meta
+    return dict(getattr(model_class, "hyper_before_added", {}), **saved_meta)
+
+
 def self_critical_kept(history, start_bleu4):
     """The round with the highest selection BLEU-4 (beam search; the first,
     on a tie), or None if none beats ``start_bleu4``, the cross-entropy
@@ -456,6 +467,9 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
     if state_path.exists():
         try:
             state, saved = read_checkpoint(str(state_path))
+            if isinstance(saved, dict) and isinstance(saved.get("cross_entropy"), dict):
+                saved = dict(saved, cross_entropy=with_settings_added_since(
+                    saved["cross_entropy"], type(model)))
             check_meta(state_path, saved, settings)
         except CheckpointMismatch as error:
             raise TrainingError("cannot resume self-critical training: %s. "
@@ -650,7 +664,8 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     if state_path.exists():
         try:
             state, saved_meta = read_checkpoint(str(state_path))
-            check_meta(state_path, saved_meta, meta)
+            check_meta(state_path, with_settings_added_since(
+                saved_meta, model_class), meta)
         except CheckpointMismatch as error:
             raise TrainingError("cannot resume: %s. %s" % (error, (
                 "Use the same options, or --out a new directory"

@@ -355,6 +355,48 @@ def test_train_attention_ends_with_self_critical_rounds(env, attention_trained,
     assert (attention_trained / "params.npz").read_bytes() == before
 
 
+def _forget_attention_entropy(folder):
+    """Make ``folder`` look written before ``attention_entropy`` existed: no
+    such key in model.json or in either checkpoint's settings."""
+    import numpy as np
+    from captioning.checkpoint import META_KEY, _as_bytes, _from_bytes
+    for name, inside in (("train_state.npz", None),
+                         ("self_critical_state.npz", "cross_entropy")):
+        path = folder / name
+        with np.load(path, allow_pickle=False) as saved:
+            arrays = {k: saved[k] for k in saved.files}
+        meta = _from_bytes(arrays[META_KEY])
+        del (meta[inside] if inside else meta)["attention_entropy"]
+        arrays[META_KEY] = _as_bytes(meta)
+        np.savez(path, **arrays)
+    config = json.loads((folder / "model.json").read_text())
+    del config["hyper_parameters"]["attention_entropy"]
+    (folder / "model.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("mu, resumes", [("0", True), ("0.2", False)])
+def test_a_run_written_before_attention_entropy_resumes_at_its_old_value(
+        env, attention_trained, tmp_path, capsys, mu, resumes):
+    """A checkpoint without the key was trained without the term (mu = 0):
+    it resumes with mu = 0 and not with another mu."""
+    import shutil
+    from _flickr8k_fakes import fake_spatial_encoder
+    old = tmp_path / "old"
+    shutil.copytree(attention_trained, old)
+    _forget_attention_entropy(old)
+    capsys.readouterr()
+    rc = caption(["train", "--flickr8k", str(env), "--out", str(old), "--arch",
+                  "attention", "--epochs", "2", "--attention-entropy", mu]
+                 + TINY + ["--embed-size", "50"], encoder=fake_spatial_encoder())
+    err = capsys.readouterr().err
+    if resumes:
+        assert rc == 0, err
+        assert "self-critical training is finished after round" in err
+    else:
+        assert rc == 2
+        assert "attention_entropy: saved 0.0, now 0.2" in err
+
+
 def test_self_critical_rounds_follow_a_finished_cross_entropy_run(env, tmp_path,
                                                                   capsys):
     out = tmp_path / "seminar"
