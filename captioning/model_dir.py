@@ -21,7 +21,7 @@ from captioning.model import CaptionModel, ModelFileError
 from captioning.text import NORMALISER, Vocabulary
 
 __all__ = ["ARCHS", "save_model", "read_config", "load_model", "load_params",
-           "ModelFileError"]
+           "with_hyper_added_since", "ModelFileError"]
 
 PARAMS_FILE = "params.npz"
 CONFIG_FILE = "model.json"
@@ -129,6 +129,17 @@ def read_config(model_dir):
     return config
 
 
+def with_hyper_added_since(model_class, saved):
+    """``saved`` (a model's recorded hyper-parameters, or a training
+    checkpoint's settings, which hold them) with each hyper-parameter added
+    to ``model_class`` since it was written at the value that gives the graph
+    it was trained with (``hyper_before_added``), not today's default.
+    Anything but a dict is returned as it is."""
+    if not isinstance(saved, dict):
+        return saved
+    return dict(getattr(model_class, "hyper_before_added", {}), **saved)
+
+
 def load_model(model_dir):
     """Rebuild the model saved in ``model_dir``.
 
@@ -143,10 +154,7 @@ def load_model(model_dir):
     try:
         vocab = Vocabulary(config["vocabulary"])
         model_class = ARCHS[config["arch"]]
-        # a hyper-parameter added after the model was saved: the value that
-        # gives the graph it was trained with, not today's default
-        hyper = dict(getattr(model_class, "hyper_before_added", {}),
-                     **config["hyper_parameters"])
+        hyper = with_hyper_added_since(model_class, config["hyper_parameters"])
         model = model_class(vocab, **hyper)
     except (TypeError, ValueError) as error:
         raise ModelFileError("%s: %s" % (os.path.join(model_dir, CONFIG_FILE),

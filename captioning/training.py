@@ -382,17 +382,6 @@ def self_critical_settings(meta):
             "patience_rounds": SELF_CRITICAL_PATIENCE}
 
 
-def with_settings_added_since(saved_meta, model_class):
-    """A checkpoint's settings, with each hyper-parameter added to the model
-    since it was written at the value it was trained with (the model's
-    ``hyper_before_added``, as :func:`captioning.model_dir.load_model` does),
-    so that a run written before a new option resumes if the option keeps
-    its old value."""
-    if not isinstance(saved_meta, dict):
-        return saved_meta
-    return dict(getattr(model_class, "hyper_before_added", {}), **saved_meta)
-
-
 def self_critical_kept(history, start_bleu4):
     """The round with the highest selection BLEU-4 (beam search; the first,
     on a tie), or None if none beats ``start_bleu4``, the cross-entropy
@@ -457,7 +446,8 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
                                        load_checkpoint, read_checkpoint,
                                        save_checkpoint)
     from captioning.metrics import CiderD
-    from captioning.model_dir import load_params, save_model
+    from captioning.model_dir import (load_params, save_model,
+                                      with_hyper_added_since)
     from captioning.self_critical import (IMAGES_PER_STEP, ROUND_STEPS,
                                           SelfCritical)
 
@@ -467,9 +457,10 @@ def self_critical_phase(model, out, train_codes, train_caps, selection,
     if state_path.exists():
         try:
             state, saved = read_checkpoint(str(state_path))
-            if isinstance(saved, dict) and isinstance(saved.get("cross_entropy"), dict):
-                saved = dict(saved, cross_entropy=with_settings_added_since(
-                    saved["cross_entropy"], type(model)))
+            # the cross-entropy run's settings, as train() reads them
+            if isinstance(saved, dict) and "cross_entropy" in saved:
+                saved = dict(saved, cross_entropy=with_hyper_added_since(
+                    type(model), saved["cross_entropy"]))
             check_meta(state_path, saved, settings)
         except CheckpointMismatch as error:
             raise TrainingError("cannot resume self-critical training: %s. "
@@ -612,7 +603,8 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
                                        load_checkpoint, read_checkpoint,
                                        save_checkpoint)
     from captioning.cnn.encode import Encoder
-    from captioning.model_dir import ARCHS, read_config, save_model
+    from captioning.model_dir import (ARCHS, read_config, save_model,
+                                      with_hyper_added_since)
     from captioning.text import Vocabulary
 
     started = time.time()
@@ -664,8 +656,10 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     if state_path.exists():
         try:
             state, saved_meta = read_checkpoint(str(state_path))
-            check_meta(state_path, with_settings_added_since(
-                saved_meta, model_class), meta)
+            # a run written before a hyper-parameter existed resumes if the
+            # parameter keeps its old value
+            check_meta(state_path, with_hyper_added_since(
+                model_class, saved_meta), meta)
         except CheckpointMismatch as error:
             raise TrainingError("cannot resume: %s. %s" % (error, (
                 "Use the same options, or --out a new directory"
