@@ -40,8 +40,7 @@ from captioning.stack.lasagne_compat.lstm import (GATES, add_init_incomings,
                                             lstm_gates, stacked_weights)
 
 __all__ = ["AttentionLSTMLayer", "AttentionPart", "FeatureDropoutLayer",
-           "HiddenAttentionLayer", "RegionAttentionMLP", "TicksRepeatLayer",
-           "regions_gradient"]
+           "HiddenAttentionLayer", "RegionAttentionMLP", "regions_gradient"]
 
 
 class FeatureDropoutLayer(Layer):
@@ -428,23 +427,6 @@ class AttentionPart(Layer):
 
     def get_output_for(self, input, **kwargs):
         return input[:, :, self.slice]
-
-
-class TicksRepeatLayer(MergeLayer):
-    """One vector per image (batch, F), repeated at every tick of ``ticks``
-    (batch, time, ...): (batch, time, F). For a per-image term of the deep
-    output, which is computed on one row per (batch, tick)."""
-
-    def __init__(self, per_image, ticks, **kwargs):
-        super().__init__([per_image, ticks], **kwargs)
-
-    def get_output_shape_for(self, input_shapes):
-        (batch, features), ticks = input_shapes[0], input_shapes[1]
-        return batch, ticks[1], features
-
-    def get_output_for(self, inputs, **kwargs):
-        per_image, ticks = inputs
-        return T.repeat(per_image.dimshuffle(0, "x", 1), ticks.shape[1], axis=1)
 
 
 class HiddenAttentionLayer(RegionAttentionMLP, MergeLayer):

@@ -55,7 +55,7 @@ from lasagne.layers import (DenseLayer, DimshuffleLayer, DropoutLayer,
 from broadcast import BroadcastLayer, UnbroadcastLayer
 from captioning.attention import (AttentionLSTMLayer, AttentionPart,
                                   FeatureDropoutLayer, HiddenAttentionLayer,
-                                  TicksRepeatLayer, regions_gradient)
+                                  regions_gradient)
 from captioning.model import CaptionModel, lstm_tick
 from captioning.top_down import TopDownLSTMLayer
 from captioning.stack.theano_setup import SPEEDUPS
@@ -103,10 +103,6 @@ ATTENTION_HYPER = {
     "attend": "before",
     # False keeps the embedding at its initial value (e.g. word vectors)
     "train_embedding": True,
-    # True adds L_m m (m: the mean region, as the initial state sees it) to
-    # the deep output at every tick, so that a word which looks at a few
-    # regions still has the whole photo's summary beside its context
-    "mean_region_output": False,
 }
 
 ATTEND = ("before", "after", "both", "top_down")
@@ -150,8 +146,7 @@ class AttentionCaptionModel(CaptionModel):
     probe_context_gradient = SPEEDUPS
     # what model directories saved before these keys existed were trained with
     hyper_before_added = {"region_units": 0, "region_dropout_mode": "element",
-                          "attend": "before", "attention_entropy": 0.0,
-                          "mean_region_output": False}
+                          "attend": "before", "attention_entropy": 0.0}
 
     # ------------------------------------------------------------ the graph
     def _build_graph(self):
@@ -251,19 +246,11 @@ class AttentionCaptionModel(CaptionModel):
         l_out_hid = DenseLayer(l_broadcast, E, nonlinearity=None,
                                name="out_hid")
         # no bias: out_hid's already shifts the sum
-        terms = [DenseLayer(BroadcastLayer(part, (0, 1), name=rows), E, b=None,
-                            nonlinearity=None, name=name)
-                 for part, rows, name in parts]
-        if h["mean_region_output"]:
-            # once per image, then the same row at every tick
-            l_out_mean = DenseLayer(l_mean, E, b=None, nonlinearity=None,
-                                    name="out_mean_region")
-            terms.append(BroadcastLayer(
-                TicksRepeatLayer(l_out_mean, l_hid, name="mean_region_ticks"),
-                (0, 1), name="mean_region_rows"))
         l_deep = ElemwiseSumLayer(
             [BroadcastLayer(l_embedding, (0, 1), name="word_rows"), l_out_hid]
-            + terms, name="deep_output")
+            + [DenseLayer(BroadcastLayer(part, (0, 1), name=rows), E, b=None,
+                          nonlinearity=None, name=name)
+               for part, rows, name in parts], name="deep_output")
         nonlinearity = DEEP_OUTPUT_NONLINEARITIES[h["deep_output_nonlinearity"]]
         if nonlinearity is not None:
             l_deep = NonlinearityLayer(l_deep, nonlinearity,
@@ -404,9 +391,6 @@ class AttentionCaptionModel(CaptionModel):
                 context_after)
             if not before:
                 alpha = alpha_after
-        if self.hyper["mean_region_output"]:
-            deep += self.layers["out_mean_region"].get_output_for(
-                seen.mean(axis=1))
         if "deep_output_tanh" in self.layers:
             deep = self.layers["deep_output_tanh"].get_output_for(deep)
         output = self.layers["output"]

@@ -435,8 +435,6 @@ def numpy_model(model, regions, matrix):
         deep = deep + context @ p["out_context_after.W"]
         if attend == "after":   # the regulariser's attention
             alpha = alpha_after
-    if model.hyper["mean_region_output"]:  # the same row at every tick
-        deep = deep + (a.mean(axis=1) @ p["out_mean_region.W"])[:, None, :]
     if model.hyper["deep_output_nonlinearity"] == "tanh":
         deep = np.tanh(deep)
     probs = softmax(deep @ p["output.W"] + p["output.b"])
@@ -451,23 +449,16 @@ def numpy_model(model, regions, matrix):
     return xent, penalty, entropy, probs
 
 
-@pytest.mark.parametrize("nonlinearity,region_units,attend,mean_output",
-                         [("linear", 0, "before", False),
-                          ("tanh", 0, "before", False),
-                          ("linear", 5, "before", False),
-                          ("tanh", 0, "after", False),
-                          ("linear", 5, "after", False),
-                          ("linear", 5, "both", False),
-                          ("linear", 5, "top_down", False),
-                          ("tanh", 0, "top_down", False),
-                          ("tanh", 5, "before", True),
-                          ("tanh", 0, "after", True)])
+@pytest.mark.parametrize("nonlinearity,region_units,attend",
+                         [("linear", 0, "before"), ("tanh", 0, "before"),
+                          ("linear", 5, "before"), ("tanh", 0, "after"),
+                          ("linear", 5, "after"), ("linear", 5, "both"),
+                          ("linear", 5, "top_down"), ("tanh", 0, "top_down")])
 def test_model_loss_and_regulariser_match_numpy(nonlinearity, region_units,
-                                                attend, mean_output):
+                                                attend):
     model = tiny_model(output_dropout=0, region_dropout=0, attention_penalty=0.7,
                        attention_entropy=0.3, deep_output_nonlinearity=nonlinearity,
-                       region_units=region_units, attend=attend,
-                       mean_region_output=mean_output)
+                       region_units=region_units, attend=attend)
     regions, matrix = batch(model)
     xent, penalty, entropy, probs = numpy_model(model, regions, matrix)
     assert penalty > 0.1  # the regulariser is not negligible here
@@ -499,13 +490,11 @@ class _Replaced:
         return self.values
 
 
-@pytest.mark.parametrize("probe,attend,mean_output",
-                         [(True, "before", False), (False, "before", False),
-                          (True, "after", False), (True, "both", False),
-                          (True, "top_down", False), (False, "top_down", False),
-                          (True, "before", True)])
+@pytest.mark.parametrize("probe,attend", [(True, "before"), (False, "before"),
+                                          (True, "after"), (True, "both"),
+                                          (True, "top_down"),
+                                          (False, "top_down")])
 def test_training_gradients_match_central_differences(probe, attend,
-                                                      mean_output,
                                                       monkeypatch):
     # The gradients Adam gets (training_gradients), against central
     # differences of the numpy model's objective: all weights with the
@@ -513,8 +502,7 @@ def test_training_gradients_match_central_differences(probe, attend,
     # context is summed after the scan (probe, the default) or inside it.
     monkeypatch.setattr(AttentionCaptionModel, "probe_context_gradient", probe)
     model = tiny_model(output_dropout=0, region_dropout=0, attention_penalty=0.7,
-                       attention_entropy=0.3, attend=attend,
-                       mean_region_output=mean_output)
+                       attention_entropy=0.3, attend=attend)
     regions, matrix = batch(model)
     weights = model.params(trainable=True)
     _, grads = model.training_gradients(weights)
@@ -538,14 +526,11 @@ def test_training_gradients_match_central_differences(probe, attend,
                                    err_msg=name)
 
 
-@pytest.mark.parametrize("region_units,attend,mean_output",
-                         [(0, "before", False), (5, "before", False),
-                          (0, "after", False), (5, "both", False),
-                          (5, "top_down", False), (5, "before", True),
-                          (0, "top_down", True)])
-def test_decoder_step_equals_the_full_graph(region_units, attend, mean_output):
-    model = tiny_model(seed=1, region_units=region_units, attend=attend,
-                       mean_region_output=mean_output)
+@pytest.mark.parametrize("region_units,attend", [(0, "before"), (5, "before"),
+                                                (0, "after"), (5, "both"),
+                                                (5, "top_down")])
+def test_decoder_step_equals_the_full_graph(region_units, attend):
+    model = tiny_model(seed=1, region_units=region_units, attend=attend)
     regions, matrix = batch(model, seed=1)
     matrix = sentences(model, "w0 w1 w2", "w3 w4 w5", "w6 w7 w0")  # no PAD
     full = model.get_probs(regions, matrix)
