@@ -165,7 +165,10 @@ def test_run_shows_progress_live_and_ends_with_summary(tmp_path):
     proc = start([str(src), str(dst), "--scrub-dataset-outputs"],
                  env={"CAPTION_RUN_DIR": str(run_dir), "CAPTION_EPOCHS": "2"})
     try:
-        before = read_until(proc.stdout, "ready", 60)
+        # a loaded machine took over a minute to start the kernel (two suites
+        # and a training run on 2 cores); an echo held back until the cell
+        # ends still fails below: the cell gives up after 90 s, failing the run
+        before = read_until(proc.stdout, "ready", 240)
         assert before is not None, "'ready' was not echoed while its cell ran"
         go.touch()
         rest, err = proc.communicate(timeout=120)
