@@ -59,7 +59,7 @@ from captioning.attention import (AttentionLSTMLayer, AttentionPart,
 from captioning.model import CaptionModel, lstm_tick
 from captioning.top_down import TopDownLSTMLayer
 from captioning.stack.theano_setup import SPEEDUPS
-from captioning.text import PAD_ix
+from captioning.text import END, PAD_ix
 
 __all__ = ["ATTENTION_HYPER", "AttentionCaptionModel"]
 
@@ -93,6 +93,10 @@ ATTENTION_HYPER = {
     # first epochs, or only after them, it leaves them flat; 0 scored a
     # little higher on the selection photos (README, "Attention that moves")
     "attention_entropy": 0.0,
+    # which words the entropy term asks to look somewhere: "all", or
+    # "content": only the ticks whose next word is not in FUNCTION_WORDS
+    # (nor #END#), so that "a", "is", "the" may keep a flat look
+    "attention_entropy_words": "all",
     "deep_output_nonlinearity": "linear",   # or "tanh"
     # when the decoder looks at the regions: "before" each tick, with
     # h_{t-1}, feeding the context into the LSTM (Xu et al.); "after" it,
@@ -106,6 +110,17 @@ ATTENTION_HYPER = {
 }
 
 ATTEND = ("before", "after", "both", "top_down")
+
+ENTROPY_WORDS = ("all", "content")
+
+# The closed-class words of the captions (articles, prepositions, pronouns,
+# auxiliaries) that name nothing in the photo; with #END#, 47 % of
+# Flickr8k's target words. The entropy term leaves them free with
+# attention_entropy_words "content".
+FUNCTION_WORDS = frozenset("""
+    a an the is are in on of with and at to while his her their its by for
+    from into through near up down out over under another other some it he
+    she they there as be being has have that this who which 's""".split())
 
 DEEP_OUTPUT_NONLINEARITIES = {"linear": None, "tanh": nonlinearities.tanh}
 
@@ -146,7 +161,8 @@ class AttentionCaptionModel(CaptionModel):
     probe_context_gradient = SPEEDUPS
     # what model directories saved before these keys existed were trained with
     hyper_before_added = {"region_units": 0, "region_dropout_mode": "element",
-                          "attend": "before", "attention_entropy": 0.0}
+                          "attend": "before", "attention_entropy": 0.0,
+                          "attention_entropy_words": "all"}
 
     # ------------------------------------------------------------ the graph
     def _build_graph(self):
@@ -188,6 +204,10 @@ class AttentionCaptionModel(CaptionModel):
         # GlobalPoolLayer means over the trailing axis: put the regions last
         l_mean = GlobalPoolLayer(DimshuffleLayer(l_regions, (0, 2, 1)),
                                  name="mean_region")
+        if h["attention_entropy_words"] not in ENTROPY_WORDS:
+            raise ValueError("attention_entropy_words must be one of %s, got %r"
+                             % (", ".join(map(repr, ENTROPY_WORDS)),
+                                h["attention_entropy_words"]))
         if h["attend"] not in ATTEND:
             raise ValueError("attend must be one of %s, got %r"
                              % (", ".join(map(repr, ATTEND)), h["attend"]))
@@ -286,11 +306,23 @@ class AttentionCaptionModel(CaptionModel):
         penalty = T.sqr(1 - coverage).sum() / output_mask.sum()
         entropy = T.constant(np.float32(0))
         if self.hyper["attention_entropy"]:
+            weighed = output_mask * self._entropy_word_flags()
             # alpha can underflow to 0, whose term is 0 (not 0 * -inf)
             log_alpha = T.log(T.maximum(alpha, np.float32(1e-30)))
-            entropy = (-(alpha * log_alpha).sum(axis=2) * output_mask).sum() \
-                / output_mask.sum()
+            entropy = (-(alpha * log_alpha).sum(axis=2) * weighed).sum() \
+                / T.maximum(weighed.sum(), np.float32(1))
         return loss, penalty, entropy, alpha, seen
+
+    def _entropy_word_flags(self):
+        """(batch, time) in floatX: 1 where the entropy term weighs the tick
+        (its next word is one the term is for), else 0."""
+        if self.hyper["attention_entropy_words"] == "all":
+            return np.float32(1)
+        flags = np.array([w not in FUNCTION_WORDS and w != END
+                          for w in self.vocab.words], theano.config.floatX)
+        next_words = T.concatenate([self.word_ids[:, 1:],
+                                    T.zeros_like(self.word_ids[:, :1])], axis=1)
+        return T.constant(flags)[next_words]
 
     def loss(self, deterministic):
         """Mean cross-entropy of the next word over the non-PAD targets."""

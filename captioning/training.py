@@ -583,7 +583,8 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
           batch_size=BATCH_SIZE, embed_size=None, lstm_units=None,
           patience=PATIENCE, encoder=None, arch="seminar", word_vectors="none",
           freeze_embedding=False, self_critical_rounds=0,
-          self_critical_minutes=SELF_CRITICAL_MINUTES, attention_entropy=None):
+          self_critical_minutes=SELF_CRITICAL_MINUTES, attention_entropy=None,
+          attention_entropy_words=None, attend=None):
     """Train (or resume) and write the model directory; returns the history.
 
     ``encoder`` (a :class:`captioning.cnn.encode.Encoder`, default
@@ -596,7 +597,10 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
     rounds of self-critical training on CIDEr-D (:func:`self_critical_phase`),
     which get the last ``self_critical_minutes`` of ``minutes``.
     ``attention_entropy`` (attention only; None: the model's default)
-    weighs the entropy of each word's attention in the objective.
+    weighs the entropy of each word's attention in the objective,
+    ``attention_entropy_words`` (``all`` or ``content``) which words', and
+    ``attend`` chooses when the decoder looks (attention's hyper-parameters
+    of the same names).
     """
     from tqdm import tqdm
     from captioning.checkpoint import (CheckpointMismatch, check_meta,
@@ -642,7 +646,10 @@ def train(flickr8k_dir, out, minutes=DEFAULT_MINUTES, epochs=DEFAULT_EPOCHS,
                  train_embedding=not freeze_embedding, **{
                      k: v for k, v in (("embed_size", embed_size),
                                        ("lstm_units", lstm_units),
-                                       ("attention_entropy", attention_entropy))
+                                       ("attention_entropy", attention_entropy),
+                                       ("attention_entropy_words",
+                                        attention_entropy_words),
+                                       ("attend", attend))
                      if v is not None})
     vocab = Vocabulary.build(train_tokens)
     meta = run_settings(hyper, batch_size, vocab,

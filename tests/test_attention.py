@@ -24,6 +24,7 @@ from lasagne.layers import (DenseLayer, DimshuffleLayer, Gate, GlobalPoolLayer,
 
 from captioning.attention import (AttentionLSTMLayer, AttentionPart,
                                   HiddenAttentionLayer)
+from captioning import attention_model
 from captioning.attention_model import AttentionCaptionModel
 from captioning.model import END, START, Vocabulary
 
@@ -445,20 +446,41 @@ def numpy_model(model, regions, matrix):
     xent = -(np.log(picked) * target_mask).sum() / n
     coverage = (alpha[:, :-1] * target_mask[:, :, None]).sum(axis=1)
     penalty = ((1 - coverage) ** 2).sum() / n
-    entropy = (scipy.stats.entropy(alpha[:, :-1], axis=2) * target_mask).sum() / n
+    weighed = target_mask
+    if model.hyper["attention_entropy_words"] == "content":
+        # only the ticks whose next word names something
+        vocab = model.vocab.words
+        weighed = target_mask * np.vectorize(
+            lambda i: vocab[i] not in attention_model.FUNCTION_WORDS
+            and vocab[i] != END)(words[:, 1:])
+    entropy = (scipy.stats.entropy(alpha[:, :-1], axis=2) * weighed).sum() \
+        / weighed.sum()
     return xent, penalty, entropy, probs
 
 
-@pytest.mark.parametrize("nonlinearity,region_units,attend",
-                         [("linear", 0, "before"), ("tanh", 0, "before"),
-                          ("linear", 5, "before"), ("tanh", 0, "after"),
-                          ("linear", 5, "after"), ("linear", 5, "both"),
-                          ("linear", 5, "top_down"), ("tanh", 0, "top_down")])
+# the tiny vocabulary's stand-ins for "a", "the", "in"...: the entropy term
+# of attention_entropy_words="content" leaves their ticks out
+TINY_FUNCTION_WORDS = frozenset(["w1", "w5", "w6"])
+
+
+@pytest.mark.parametrize("nonlinearity,region_units,attend,words",
+                         [("linear", 0, "before", "all"),
+                          ("tanh", 0, "before", "all"),
+                          ("linear", 5, "before", "all"),
+                          ("tanh", 0, "after", "all"),
+                          ("linear", 5, "after", "all"),
+                          ("linear", 5, "both", "all"),
+                          ("linear", 5, "top_down", "all"),
+                          ("tanh", 0, "top_down", "all"),
+                          ("linear", 5, "before", "content"),
+                          ("tanh", 0, "after", "content")])
 def test_model_loss_and_regulariser_match_numpy(nonlinearity, region_units,
-                                                attend):
+                                                attend, words, monkeypatch):
+    monkeypatch.setattr(attention_model, "FUNCTION_WORDS", TINY_FUNCTION_WORDS)
     model = tiny_model(output_dropout=0, region_dropout=0, attention_penalty=0.7,
                        attention_entropy=0.3, deep_output_nonlinearity=nonlinearity,
-                       region_units=region_units, attend=attend)
+                       region_units=region_units, attend=attend,
+                       attention_entropy_words=words)
     regions, matrix = batch(model)
     xent, penalty, entropy, probs = numpy_model(model, regions, matrix)
     assert penalty > 0.1  # the regulariser is not negligible here
@@ -484,25 +506,30 @@ class _Replaced:
 
     def __init__(self, model, name, value):
         self.hyper, self.values = model.hyper, model.get_param_values()
+        self.vocab = model.vocab
         self.values[name] = value
 
     def get_param_values(self):
         return self.values
 
 
-@pytest.mark.parametrize("probe,attend", [(True, "before"), (False, "before"),
-                                          (True, "after"), (True, "both"),
-                                          (True, "top_down"),
-                                          (False, "top_down")])
-def test_training_gradients_match_central_differences(probe, attend,
+@pytest.mark.parametrize("probe,attend,words",
+                         [(True, "before", "all"), (False, "before", "all"),
+                          (True, "after", "all"), (True, "both", "all"),
+                          (True, "top_down", "all"), (False, "top_down", "all"),
+                          (True, "before", "content"),
+                          (True, "after", "content")])
+def test_training_gradients_match_central_differences(probe, attend, words,
                                                       monkeypatch):
     # The gradients Adam gets (training_gradients), against central
     # differences of the numpy model's objective: all weights with the
     # region Dense below the decoder, whose gradient through the attended
     # context is summed after the scan (probe, the default) or inside it.
     monkeypatch.setattr(AttentionCaptionModel, "probe_context_gradient", probe)
+    monkeypatch.setattr(attention_model, "FUNCTION_WORDS", TINY_FUNCTION_WORDS)
     model = tiny_model(output_dropout=0, region_dropout=0, attention_penalty=0.7,
-                       attention_entropy=0.3, attend=attend)
+                       attention_entropy=0.3, attend=attend,
+                       attention_entropy_words=words)
     regions, matrix = batch(model)
     weights = model.params(trainable=True)
     _, grads = model.training_gradients(weights)

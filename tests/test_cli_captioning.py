@@ -443,9 +443,30 @@ def test_bad_self_critical_options(env, tmp_path, capsys, options, message):
      "--attention-entropy must be >= 0"),
     (["--arch", "attention", "--attention-entropy", "nan"],
      "--attention-entropy must be >= 0"),
+    (["--arch", "attention", "--attention-entropy-words", "content"],
+     "--attention-entropy-words needs --attention-entropy"),
+    (["--arch", "attention", "--attention-entropy", "0",
+      "--attention-entropy-words", "content"],
+     "--attention-entropy-words needs --attention-entropy"),
+    (["--attend", "after"], "--attend is for --arch attention"),
 ])
 def test_bad_attention_entropy(env, tmp_path, capsys, options, message):
     test_bad_self_critical_options(env, tmp_path, capsys, options, message)
+
+
+def test_train_records_attend_and_the_entropy_words(env, tmp_path):
+    from _flickr8k_fakes import fake_spatial_encoder
+    out = tmp_path / "after"
+    rc = caption(["train", "--flickr8k", str(env), "--out", str(out), "--arch",
+                  "attention", "--epochs", "1", "--self-critical-rounds", "0",
+                  "--word-vectors", "none", "--attend", "after",
+                  "--attention-entropy", "0.1", "--attention-entropy-words",
+                  "content"] + TINY, encoder=fake_spatial_encoder())
+    assert rc == 0
+    hyper = json.loads((out / "model.json").read_text())["hyper_parameters"]
+    assert hyper["attend"] == "after"
+    assert hyper["attention_entropy"] == 0.1
+    assert hyper["attention_entropy_words"] == "content"
 
 
 def test_evaluate_and_describe_run_the_attention_model(env, attention_trained,

@@ -108,6 +108,18 @@ def register(subparsers):
                         "move from word to word (0.1 does, 0.05 does not; "
                         "its cost in BLEU-4: see README); default 0, as in "
                         "the paper; model.json records it")
+    p.add_argument("--attention-entropy-words", choices=("all", "content"),
+                   default=None,
+                   help="with --attention-entropy: weigh every word's "
+                        "entropy (all, the default) or only the words that "
+                        "name something (content: not a, the, is, in, ...)")
+    p.add_argument("--attend", choices=("before", "after", "both", "top_down"),
+                   default=None,
+                   help="--arch attention: look at the regions before each "
+                        "LSTM tick, the context feeding the LSTM (Xu et al., "
+                        "the default), after it, the context feeding the "
+                        "output only (Lu et al. 2017), both, or top_down "
+                        "(Anderson et al. 2018); see README")
     p.set_defaults(func=run, encoder=None)
 
 
@@ -146,6 +158,10 @@ def run(args):
         raise UsageError("--attention-entropy is for --arch attention")
     if args.attention_entropy is not None and not args.attention_entropy >= 0:
         raise UsageError("--attention-entropy must be >= 0")
+    if args.attention_entropy_words is not None and not args.attention_entropy:
+        raise UsageError("--attention-entropy-words needs --attention-entropy")
+    if args.attend is not None and args.arch != "attention":
+        raise UsageError("--attend is for --arch attention")
     if self_critical < 0:
         raise UsageError("--self-critical-rounds must be >= 0")
     if self_critical and not 0 < args.self_critical_minutes < args.minutes:
@@ -164,7 +180,9 @@ def run(args):
                     freeze_embedding=args.freeze_embedding,
                     self_critical_rounds=self_critical,
                     self_critical_minutes=args.self_critical_minutes,
-                    attention_entropy=args.attention_entropy)
+                    attention_entropy=args.attention_entropy,
+                    attention_entropy_words=args.attention_entropy_words,
+                    attend=args.attend)
     if history:
         kept = kept_epoch(history)
         summary = {"model": str(args.out), "epochs": len(history),
