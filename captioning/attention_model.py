@@ -125,6 +125,13 @@ FUNCTION_WORDS = frozenset("""
 DEEP_OUTPUT_NONLINEARITIES = {"linear": None, "tanh": nonlinearities.tanh}
 
 
+def check_choice(hyper, key, choices):
+    """ValueError unless ``hyper[key]`` is one of ``choices``."""
+    if hyper[key] not in choices:
+        raise ValueError("%s must be one of %s, got %r"
+                         % (key, ", ".join(map(repr, choices)), hyper[key]))
+
+
 class AttentionCaptionModel(CaptionModel):
     """Soft attention over image regions with a deep output layer.
 
@@ -204,13 +211,8 @@ class AttentionCaptionModel(CaptionModel):
         # GlobalPoolLayer means over the trailing axis: put the regions last
         l_mean = GlobalPoolLayer(DimshuffleLayer(l_regions, (0, 2, 1)),
                                  name="mean_region")
-        if h["attention_entropy_words"] not in ENTROPY_WORDS:
-            raise ValueError("attention_entropy_words must be one of %s, got %r"
-                             % (", ".join(map(repr, ENTROPY_WORDS)),
-                                h["attention_entropy_words"]))
-        if h["attend"] not in ATTEND:
-            raise ValueError("attend must be one of %s, got %r"
-                             % (", ".join(map(repr, ATTEND)), h["attend"]))
+        check_choice(h, "attention_entropy_words", ENTROPY_WORDS)
+        check_choice(h, "attend", ATTEND)
         top_down = h["attend"] == "top_down"
         before = h["attend"] in ("before", "both")
         after = h["attend"] in ("after", "both")
@@ -320,9 +322,7 @@ class AttentionCaptionModel(CaptionModel):
             return np.float32(1)
         flags = np.array([w not in FUNCTION_WORDS and w != END
                           for w in self.vocab.words], theano.config.floatX)
-        next_words = T.concatenate([self.word_ids[:, 1:],
-                                    T.zeros_like(self.word_ids[:, :1])], axis=1)
-        return T.constant(flags)[next_words]
+        return T.constant(flags)[self._next_word_ids()]
 
     def loss(self, deterministic):
         """Mean cross-entropy of the next word over the non-PAD targets."""

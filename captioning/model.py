@@ -265,12 +265,16 @@ class CaptionModel:
         xent, output_mask = self._rows_xent(probs)
         return xent.sum() / output_mask.sum(), output_mask
 
+    def _next_word_ids(self):
+        """(batch, time): the word each tick predicts (0 after the last)."""
+        return T.concatenate(
+            [self.word_ids[:, 1:], T.zeros_like(self.word_ids[:, :1])], axis=1)
+
     def _rows_xent(self, probs):
         """``(xent, output_mask)``, both (batch, time): the cross-entropy of
         each tick's next word (0 where the mask is), and the mask."""
         floatX = theano.config.floatX
-        next_words = T.concatenate(
-            [self.word_ids[:, 1:], T.zeros_like(self.word_ids[:, :1])], axis=1)
+        next_words = self._next_word_ids()
         mask = T.cast(self.sentence_mask, floatX)
         output_mask = T.concatenate([mask[:, 1:], T.zeros_like(mask[:, :1])],
                                     axis=1)

@@ -604,3 +604,11 @@ def test_an_image_size_that_cannot_be_made_is_one_line(env, tmp_path, capsys,
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and message in err
     assert not out.exists()
+
+
+def test_train_choices_are_the_attention_models():
+    # the command line spells them out to parse without Theano
+    from captioning import attention_model
+    from captioning.commands import train
+    assert train.ATTEND == attention_model.ATTEND
+    assert train.ENTROPY_WORDS == attention_model.ENTROPY_WORDS

@@ -5,6 +5,9 @@ import json
 from captioning.errors import UsageError
 
 ARCHS = ("seminar", "attention")   # captioning.model_dir.ARCHS, without Theano
+# captioning.attention_model's ATTEND and ENTROPY_WORDS, without Theano
+ATTEND = ("before", "after", "both", "top_down")
+ENTROPY_WORDS = ("all", "content")
 from captioning.training import (BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_MINUTES,
                                  MIN_DELTA, PATIENCE, SELECTION_IMAGES,
                                  SELF_CRITICAL_MINUTES)
@@ -108,12 +111,12 @@ def register(subparsers):
                         "move from word to word (0.1 does, 0.05 does not; "
                         "its cost in BLEU-4: see README); default 0, as in "
                         "the paper; model.json records it")
-    p.add_argument("--attention-entropy-words", choices=("all", "content"),
+    p.add_argument("--attention-entropy-words", choices=ENTROPY_WORDS,
                    default=None,
                    help="with --attention-entropy: weigh every word's "
                         "entropy (all, the default) or only the words that "
                         "name something (content: not a, the, is, in, ...)")
-    p.add_argument("--attend", choices=("before", "after", "both", "top_down"),
+    p.add_argument("--attend", choices=ATTEND,
                    default=None,
                    help="--arch attention: look at the regions before each "
                         "LSTM tick, the context feeding the LSTM (Xu et al., "
