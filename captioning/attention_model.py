@@ -176,10 +176,8 @@ class AttentionCaptionModel(CaptionModel):
         h = self.hyper
         n_tokens, E = len(self.vocab), h["embed_size"]
         H, D = h["lstm_units"], h["cnn_feature_size"]
-        if h["deep_output_nonlinearity"] not in DEEP_OUTPUT_NONLINEARITIES:
-            raise ValueError("deep_output_nonlinearity must be one of %s, got %r"
-                             % (sorted(DEEP_OUTPUT_NONLINEARITIES),
-                                h["deep_output_nonlinearity"]))
+        check_choice(h, "deep_output_nonlinearity",
+                     sorted(DEEP_OUTPUT_NONLINEARITIES))
         W_embedding = self._initial_embedding(n_tokens)
         self.sentences = T.imatrix("sentences")
         self.regions = self.image_vectors = T.tensor3("regions")
@@ -193,9 +191,7 @@ class AttentionCaptionModel(CaptionModel):
         if not h["train_embedding"]:
             l_embedding.params[l_embedding.W].discard("trainable")
         l_regions = InputLayer((None, None, D), self.regions, name="regions")
-        if h["region_dropout_mode"] not in ("element", "feature"):
-            raise ValueError("region_dropout_mode must be 'element' or "
-                             "'feature', got %r" % (h["region_dropout_mode"],))
+        check_choice(h, "region_dropout_mode", ("element", "feature"))
         if h["region_dropout"]:
             dropout = (FeatureDropoutLayer if h["region_dropout_mode"] == "feature"
                        else DropoutLayer)
