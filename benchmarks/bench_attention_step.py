@@ -130,6 +130,15 @@ class TorchAttentionCaptioner:
         self.deep_tanh = hyper["deep_output_nonlinearity"] == "tanh"
         self.penalty_weight = float(hyper["attention_penalty"])
         self.entropy_weight = float(hyper.get("attention_entropy", 0))
+        # 1 for the next words whose tick the entropy term weighs: every word,
+        # or ("content") all but the function words and #END#
+        self.entropy_flags = None
+        if hyper.get("attention_entropy_words", "all") == "content":
+            from captioning.attention_model import FUNCTION_WORDS
+            from captioning.text import END
+            self.entropy_flags = torch.tensor(
+                [w not in FUNCTION_WORDS and w != END for w in model.vocab.words],
+                dtype=torch.float32)
         # Lasagne's adam(learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8)
         self.lr = float(hyper["learning_rate"])
         self.beta1, self.beta2, self.epsilon = 0.9, 0.999, 1e-8
@@ -204,7 +213,11 @@ class TorchAttentionCaptioner:
         penalty = (1 - coverage).square().sum() / n
         entropy = torch.zeros(())   # as the Theano graph: computed only when weighed
         if self.entropy_weight:
-            entropy = (torch.special.entr(alphas).sum(dim=2) * out_mask).sum() / n
+            weighed = out_mask
+            if self.entropy_flags is not None:
+                weighed = out_mask * self.entropy_flags[next_words]
+            entropy = ((torch.special.entr(alphas).sum(dim=2) * weighed).sum()
+                       / weighed.sum().clamp(min=1))
         return loss, penalty, entropy
 
     def objective(self, regions, sentences, dropout=True):

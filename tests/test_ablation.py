@@ -121,6 +121,15 @@ def test_describe_model_reads_model_json(tmp_path):
                                          "image_size": 448, "grid": 7})
     assert describe_model(write_model_json(tmp_path / "e", **fine)).startswith(
         "attention, spatial, 448 px, 7x7 regions, glove-6b-50d (frozen), E=256")
+    # the entropy term shows (a model trained before it existed has none)
+    moving = dict(ATTENTION_JSON, hyper_parameters=dict(
+        ATTENTION_JSON["hyper_parameters"], attention_entropy=0.05,
+        attention_entropy_words="content"))
+    assert describe_model(write_model_json(tmp_path / "f", **moving)) == (
+        "attention, spatial, glove-6b-50d (frozen), E=256 H=512, entropy 0.05 "
+        "on content words; epoch 2 of 3")
+    moving["hyper_parameters"]["attention_entropy"] = 0.0
+    assert "entropy" not in describe_model(write_model_json(tmp_path / "g", **moving))
 
 
 def test_scores_come_from_the_last_json_line(tmp_path):

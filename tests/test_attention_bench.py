@@ -65,11 +65,14 @@ def as_torch(regions, sentences):
     return torch.from_numpy(regions), torch.from_numpy(sentences).long()
 
 
-@pytest.mark.parametrize("nonlinearity,region_units",
-                         [("linear", 0), ("tanh", 0), ("linear", 7)])
-def test_same_losses(nonlinearity, region_units):
+@pytest.mark.parametrize("nonlinearity,region_units,words",
+                         [("linear", 0, "all"), ("tanh", 0, "all"),
+                          ("linear", 7, "all"), ("linear", 0, "content")])
+def test_same_losses(nonlinearity, region_units, words):
+    # "content": the entropy of the ticks that predict #END# is left out
     model = small_model(deep_output_nonlinearity=nonlinearity, attention_penalty=0.7,
-                        attention_entropy=0.3, region_units=region_units)
+                        attention_entropy=0.3, attention_entropy_words=words,
+                        region_units=region_units)
     regions, sentences = batch()
     xent, penalty, entropy = model._losses(deterministic=True)
     theano_xent, theano_penalty, theano_entropy = theano.function(

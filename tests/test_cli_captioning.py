@@ -443,11 +443,8 @@ def test_bad_self_critical_options(env, tmp_path, capsys, options, message):
      "--attention-entropy must be >= 0"),
     (["--arch", "attention", "--attention-entropy", "nan"],
      "--attention-entropy must be >= 0"),
-    (["--arch", "attention", "--attention-entropy-words", "content"],
-     "--attention-entropy-words needs --attention-entropy"),
-    (["--arch", "attention", "--attention-entropy", "0",
-      "--attention-entropy-words", "content"],
-     "--attention-entropy-words needs --attention-entropy"),
+    (["--attention-entropy-words", "content"],
+     "--attention-entropy-words is for --arch attention"),
     (["--attend", "after"], "--attend is for --arch attention"),
 ])
 def test_bad_attention_entropy(env, tmp_path, capsys, options, message):
@@ -612,3 +609,6 @@ def test_train_choices_are_the_attention_models():
     from captioning.commands import train
     assert train.ATTEND == attention_model.ATTEND
     assert train.ENTROPY_WORDS == attention_model.ENTROPY_WORDS
+    hyper = attention_model.ATTENTION_HYPER
+    assert train.ATTENTION_ENTROPY == hyper["attention_entropy"]
+    assert train.ATTENTION_ENTROPY_WORDS == hyper["attention_entropy_words"]

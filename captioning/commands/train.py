@@ -5,9 +5,11 @@ import json
 from captioning.errors import UsageError
 
 ARCHS = ("seminar", "attention")   # captioning.model_dir.ARCHS, without Theano
-# captioning.attention_model's ATTEND and ENTROPY_WORDS, without Theano
+# captioning.attention_model's ATTEND and ENTROPY_WORDS, and its defaults
+# of attention_entropy and attention_entropy_words, without Theano
 ATTEND = ("before", "after", "both", "top_down")
 ENTROPY_WORDS = ("all", "content")
+ATTENTION_ENTROPY, ATTENTION_ENTROPY_WORDS = 0.05, "content"
 from captioning.training import (BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_MINUTES,
                                  MIN_DELTA, PATIENCE, SELECTION_IMAGES,
                                  SELF_CRITICAL_MINUTES)
@@ -108,14 +110,16 @@ def register(subparsers):
                    help="--arch attention: add MU times the entropy of each "
                         "word's attention to the objective, so that each "
                         "word looks somewhere and the maps of --attention-map "
-                        "move from word to word (0.1 does, 0.05 does not; "
-                        "its cost in BLEU-4: see README); default 0, as in "
-                        "the paper; model.json records it")
+                        "move from word to word (default %g; 0 turns it "
+                        "off, as in the paper, and the maps stay flat; see "
+                        "README); model.json records it"
+                        % ATTENTION_ENTROPY)
     p.add_argument("--attention-entropy-words", choices=ENTROPY_WORDS,
                    default=None,
-                   help="with --attention-entropy: weigh every word's "
-                        "entropy (all, the default) or only the words that "
-                        "name something (content: not a, the, is, in, ...)")
+                   help="--arch attention: weigh the entropy of every word "
+                        "(all) or only of the words that name something "
+                        "(content: not a, the, is, in, ...; default %s)"
+                        % ATTENTION_ENTROPY_WORDS)
     p.add_argument("--attend", choices=ATTEND,
                    default=None,
                    help="--arch attention: look at the regions before each "
@@ -161,8 +165,8 @@ def run(args):
         raise UsageError("--attention-entropy is for --arch attention")
     if args.attention_entropy is not None and not args.attention_entropy >= 0:
         raise UsageError("--attention-entropy must be >= 0")
-    if args.attention_entropy_words is not None and not args.attention_entropy:
-        raise UsageError("--attention-entropy-words needs --attention-entropy")
+    if args.attention_entropy_words is not None and args.arch != "attention":
+        raise UsageError("--attention-entropy-words is for --arch attention")
     if args.attend is not None and args.arch != "attention":
         raise UsageError("--attend is for --arch attention")
     if self_critical < 0:

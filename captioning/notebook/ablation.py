@@ -109,6 +109,11 @@ def describe_model(model_dir):
     hyper = config.get("hyper_parameters") or {}
     if "embed_size" in hyper and "lstm_units" in hyper:
         parts.append("E=%s H=%s" % (hyper["embed_size"], hyper["lstm_units"]))
+    # the attention's entropy term, when the model was trained with one
+    if hyper.get("attention_entropy"):
+        parts.append("entropy %g on %s words" % (
+            hyper["attention_entropy"],
+            hyper.get("attention_entropy_words", "all")))
     text = ", ".join(parts)
     history = training.get("history") or []
     if history and "epoch" in training:
