@@ -343,6 +343,10 @@ def main(argv=None):
     print("regions through a Dense of %d units (region_units; 0: none), region dropout %s per %s"
           % (model.hyper["region_units"], model.hyper["region_dropout"],
              model.hyper["region_dropout_mode"]))
+    print("objective: cross-entropy + %g x the attention penalty + %g x the entropy "
+          "of alpha on %s words" % (model.hyper["attention_penalty"],
+                                    model.hyper["attention_entropy"],
+                                    model.hyper["attention_entropy_words"]))
     start = time.perf_counter()
     theano_step, val_step = model.compile_train()
     print("compile of train_step + val_step in this process: %.1f s"
