@@ -397,6 +397,50 @@ def test_a_run_written_before_attention_entropy_resumes_at_its_old_value(
         assert "attention_entropy: saved 0.0, now 0.2" in err
 
 
+def _as_trained_before_the_term_was_default(folder):
+    """Make ``folder`` look written by the defaults before 2026-12-06: the
+    entropy term off, on all words, in model.json and both checkpoints."""
+    import numpy as np
+    from captioning.checkpoint import META_KEY, _as_bytes, _from_bytes
+    old = {"attention_entropy": 0.0, "attention_entropy_words": "all"}
+    for name, inside in (("train_state.npz", None),
+                         ("self_critical_state.npz", "cross_entropy")):
+        path = folder / name
+        with np.load(path, allow_pickle=False) as saved:
+            arrays = {k: saved[k] for k in saved.files}
+        meta = _from_bytes(arrays[META_KEY])
+        (meta[inside] if inside else meta).update(old)
+        arrays[META_KEY] = _as_bytes(meta)
+        np.savez(path, **arrays)
+    config = json.loads((folder / "model.json").read_text())
+    config["hyper_parameters"].update(old)
+    (folder / "model.json").write_text(json.dumps(config))
+
+
+def test_a_run_of_the_previous_defaults_resumes_with_the_term_off(
+        env, attention_trained, tmp_path, capsys):
+    """The default objective changed; a run started before is refused with
+    today's defaults, naming both settings, and resumes with them spelt out."""
+    import shutil
+    from _flickr8k_fakes import fake_spatial_encoder
+    old = tmp_path / "old"
+    shutil.copytree(attention_trained, old)
+    _as_trained_before_the_term_was_default(old)
+    command = ["train", "--flickr8k", str(env), "--out", str(old), "--arch",
+               "attention", "--epochs", "2"] + TINY + ["--embed-size", "50"]
+    capsys.readouterr()
+    assert caption(command, encoder=fake_spatial_encoder()) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]   # after encoding's progress
+    assert "cannot resume" in last
+    assert "attention_entropy: saved 0.0, now 0.05" in last
+    assert 'attention_entropy_words: saved "all", now "content"' in last
+    rc = caption(command + ["--attention-entropy", "0", "--attention-entropy-words",
+                            "all"], encoder=fake_spatial_encoder())
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "self-critical training is finished after round" in err
+
+
 def test_self_critical_rounds_follow_a_finished_cross_entropy_run(env, tmp_path,
                                                                   capsys):
     out = tmp_path / "seminar"
