@@ -134,11 +134,8 @@ class TorchAttentionCaptioner:
         # or ("content") all but the function words and #END#
         self.entropy_flags = None
         if hyper.get("attention_entropy_words", "all") == "content":
-            from captioning.attention_model import FUNCTION_WORDS
-            from captioning.text import END
-            self.entropy_flags = torch.tensor(
-                [w not in FUNCTION_WORDS and w != END for w in model.vocab.words],
-                dtype=torch.float32)
+            from captioning.attention_model import content_word_flags
+            self.entropy_flags = torch.from_numpy(content_word_flags(model.vocab))
         # Lasagne's adam(learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8)
         self.lr = float(hyper["learning_rate"])
         self.beta1, self.beta2, self.epsilon = 0.9, 0.999, 1e-8

@@ -126,6 +126,14 @@ FUNCTION_WORDS = frozenset("""
     from into through near up down out over under another other some it he
     she they there as be being has have that this who which 's""".split())
 
+def content_word_flags(vocab):
+    """(n_words,) float32: 1 for the words whose ticks the entropy term
+    weighs with attention_entropy_words "content", 0 for FUNCTION_WORDS and
+    #END#."""
+    return np.array([w not in FUNCTION_WORDS and w != END for w in vocab.words],
+                    np.float32)
+
+
 DEEP_OUTPUT_NONLINEARITIES = {"linear": None, "tanh": nonlinearities.tanh}
 
 
@@ -320,8 +328,7 @@ class AttentionCaptionModel(CaptionModel):
         (its next word is one the term is for), else 0."""
         if self.hyper["attention_entropy_words"] == "all":
             return np.float32(1)
-        flags = np.array([w not in FUNCTION_WORDS and w != END
-                          for w in self.vocab.words], theano.config.floatX)
+        flags = content_word_flags(self.vocab).astype(theano.config.floatX)
         return T.constant(flags)[self._next_word_ids()]
 
     def loss(self, deterministic):

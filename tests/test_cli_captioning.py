@@ -355,9 +355,9 @@ def test_train_attention_ends_with_self_critical_rounds(env, attention_trained,
     assert (attention_trained / "params.npz").read_bytes() == before
 
 
-def _forget_attention_entropy(folder):
-    """Make ``folder`` look written before ``attention_entropy`` existed: no
-    such key in model.json or in either checkpoint's settings."""
+def _edit_recorded_hyper(folder, edit):
+    """Apply ``edit`` to the hyper-parameters ``folder`` records: in
+    model.json and in either checkpoint's settings."""
     import numpy as np
     from captioning.checkpoint import META_KEY, _as_bytes, _from_bytes
     for name, inside in (("train_state.npz", None),
@@ -366,12 +366,18 @@ def _forget_attention_entropy(folder):
         with np.load(path, allow_pickle=False) as saved:
             arrays = {k: saved[k] for k in saved.files}
         meta = _from_bytes(arrays[META_KEY])
-        del (meta[inside] if inside else meta)["attention_entropy"]
+        edit(meta[inside] if inside else meta)
         arrays[META_KEY] = _as_bytes(meta)
         np.savez(path, **arrays)
     config = json.loads((folder / "model.json").read_text())
-    del config["hyper_parameters"]["attention_entropy"]
+    edit(config["hyper_parameters"])
     (folder / "model.json").write_text(json.dumps(config))
+
+
+def _forget_attention_entropy(folder):
+    """Make ``folder`` look written before ``attention_entropy`` existed: no
+    such key in model.json or in either checkpoint's settings."""
+    _edit_recorded_hyper(folder, lambda hyper: hyper.pop("attention_entropy"))
 
 
 @pytest.mark.parametrize("mu, resumes", [("0", True), ("0.2", False)])
@@ -400,21 +406,8 @@ def test_a_run_written_before_attention_entropy_resumes_at_its_old_value(
 def _as_trained_before_the_term_was_default(folder):
     """Make ``folder`` look written by the defaults before 2026-12-06: the
     entropy term off, on all words, in model.json and both checkpoints."""
-    import numpy as np
-    from captioning.checkpoint import META_KEY, _as_bytes, _from_bytes
-    old = {"attention_entropy": 0.0, "attention_entropy_words": "all"}
-    for name, inside in (("train_state.npz", None),
-                         ("self_critical_state.npz", "cross_entropy")):
-        path = folder / name
-        with np.load(path, allow_pickle=False) as saved:
-            arrays = {k: saved[k] for k in saved.files}
-        meta = _from_bytes(arrays[META_KEY])
-        (meta[inside] if inside else meta).update(old)
-        arrays[META_KEY] = _as_bytes(meta)
-        np.savez(path, **arrays)
-    config = json.loads((folder / "model.json").read_text())
-    config["hyper_parameters"].update(old)
-    (folder / "model.json").write_text(json.dumps(config))
+    _edit_recorded_hyper(folder, lambda hyper: hyper.update(
+        attention_entropy=0.0, attention_entropy_words="all"))
 
 
 def test_a_run_of_the_previous_defaults_resumes_with_the_term_off(
